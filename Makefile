@@ -1,0 +1,37 @@
+# Quick start: `make demo` then `make test`. Both create .venv when it is absent.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test lint typecheck unit bench fixtures clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash pipelines/demo.sh
+
+test: lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check decloud tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_read_tile.py
+
+# Rebuild tests/data/archive from ../shared/data (needs the shared data folder).
+fixtures: $(STAMP)
+	$(BIN)/python tests/data/make_fixtures.py --force
+
+clean:
+	rm -rf demo_output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The ``decloud`` command line: one module per command, grouped in :mod:`.main`."""

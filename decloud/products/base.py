@@ -1,0 +1,333 @@
+"""The common product model every reader returns.
+
+A product is one acquisition: an S2 L2A product (THEIA, SAFE, generic stack), one S1
+image (a VV/VH pair or stack) or a DEM. Readers are small subclasses registered with
+:func:`register`; :func:`decloud.products.open_product` picks one by the entry's name.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+from decloud.constants import MaskClass, normalize_band_name
+from decloud.errors import MissingBandError
+from decloud.grid import Grid, RasterKind, RasterPool, read_on_grid
+
+__all__ = [
+    "READERS",
+    "BandFile",
+    "MaskFile",
+    "Product",
+    "S2Product",
+    "register",
+]
+
+
+@dataclass(frozen=True)
+class BandFile:
+    """Where one band lives and how its numbers become physical values.
+
+    ``physical = DN * scale + offset``; ``nodata`` is the DN of missing pixels.
+    """
+
+    name: str
+    path: str
+    resolution: float
+    index: int = 1
+    scale: float = 1.0
+    offset: float = 0.0
+    nodata: float | None = None
+
+
+@dataclass(frozen=True)
+class MaskFile:
+    """A mask raster of a product (THEIA CLM/EDG, SAFE SCL, a generic mask)."""
+
+    name: str
+    path: str
+    resolution: float
+    index: int = 1
+
+
+#: Reader classes tried in order by :func:`decloud.products.open_product`.
+READERS: list[type[Product]] = []
+
+
+def register(cls: type[Product]) -> type[Product]:
+    """Class decorator adding a reader to :data:`READERS`."""
+    READERS.append(cls)
+    return cls
+
+
+@dataclass(kw_only=True)
+class Product:
+    """One acquisition of one sensor, with its bands on disk.
+
+    Attributes:
+        path: The product folder, zip or file.
+        platform: ``S2A``, ``S2B``, ``S1A``... or ``DEM``.
+        tile: Sentinel-2 tile id, ``T31TEJ`` style, or None when unknown.
+        acquired: Acquisition date-time, timezone-aware UTC.
+        bands: Band files by decloud band name.
+        masks: Mask files by name.
+        relative_orbit: Relative orbit number (S1; S2 when the product says it).
+        pass_direction: ``ASC`` or ``DES`` (S1).
+    """
+
+    kind: ClassVar[str] = ""
+    sensor: ClassVar[str] = ""
+    raster_kind: ClassVar[RasterKind] = RasterKind.REFLECTANCE
+
+    path: Path
+    platform: str
+    tile: str | None
+    acquired: datetime
+    bands: dict[str, BandFile]
+    masks: dict[str, MaskFile] = field(default_factory=dict)
+    relative_orbit: int | None = None
+    pass_direction: str | None = None
+
+    def __post_init__(self) -> None:
+        assert self.acquired.tzinfo is not None, "acquisition times are UTC-aware"
+        assert self.bands, "a product has at least one band"
+
+    @classmethod
+    @abstractmethod
+    def matches(cls, path: Path) -> bool:
+        """Whether ``path``'s name follows this reader's naming scheme."""
+
+    @classmethod
+    @abstractmethod
+    def open(cls, path: Path) -> Product:
+        """Read the product at ``path`` (its name must match)."""
+
+    @property
+    def name(self) -> str:
+        """The product's file or folder name."""
+        return self.path.name
+
+    @property
+    def band_names(self) -> list[str]:
+        """Band names, finest resolution first, then by name."""
+        return sorted(self.bands, key=lambda b: (self.bands[b].resolution, b))
+
+    def band(self, name: str) -> BandFile:
+        """The band file of ``name`` (any usual spelling: ``B2``, ``B02``)."""
+        key = normalize_band_name(name)
+        if key not in self.bands:
+            raise MissingBandError(
+                f"band {name!r} is not in this product (it has {', '.join(self.band_names)})",
+                path=self.path,
+                field=name,
+            )
+        return self.bands[key]
+
+    def grid(self, resolution: float | None = None, pool: RasterPool | None = None) -> Grid:
+        """The product's own grid, from its finest band, optionally at another resolution."""
+        finest = self.bands[self.band_names[0]]
+        grid = pool.get(finest.path) if pool else None
+        native = Grid.from_dataset(grid) if grid is not None else Grid.from_raster(finest.path)
+        if resolution is None or math.isclose(resolution, native.resolution):
+            return native
+        return native.at_resolution(resolution)
+
+    def read(
+        self,
+        bands: Sequence[str],
+        grid: Grid | None = None,
+        window: Window | None = None,
+        *,
+        resampling: Resampling | None = None,
+        pool: RasterPool | None = None,
+    ) -> np.ndarray:
+        """Read bands onto a grid window as physical values.
+
+        Args:
+            bands: Band names.
+            grid: Target grid; the product's own 10 m (finest) grid when None.
+            window: Window of ``grid``; all of it when None.
+            resampling: Overrides the default (bilinear for continuous values).
+            pool: Keeps files open across calls when streaming windows.
+
+        Returns:
+            float32 array ``(len(bands), height, width)``, NaN where there is no data.
+        """
+        grid = grid if grid is not None else self.grid(pool=pool)
+        files = [self.band(b) for b in bands]
+        layers = []
+        for bf in files:
+            src: Any = pool.get(bf.path) if pool is not None else bf.path
+            raw = read_on_grid(src, grid, window, indexes=(bf.index,), kind=self.raster_kind,
+                               resampling=resampling, src_nodata=bf.nodata)[0]
+            layers.append(self._to_physical(raw, bf))
+        return np.stack(layers)
+
+    def _to_physical(self, raw: np.ndarray, band: BandFile) -> np.ndarray:
+        """Turn resampled DN (float32, NaN nodata) into physical values."""
+        if band.scale != 1.0 or band.offset != 0.0:
+            raw *= np.float32(band.scale)
+            raw += np.float32(band.offset)
+        return raw
+
+    def footprint(self, crs: CRS | str = "EPSG:4326") -> BaseGeometry:
+        """The product's extent as a polygon, in ``crs`` (WGS84 longitude/latitude by default)."""
+        grid = self.grid()
+        geom = box(*grid.bounds)
+        if CRS.from_user_input(crs) == grid.crs:
+            return geom
+        return shape(transform_geom(grid.crs, crs, mapping(geom)))
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary of the product model."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "sensor": self.sensor,
+            "platform": self.platform,
+            "tile": self.tile,
+            "acquired": self.acquired.isoformat().replace("+00:00", "Z"),
+            "relative_orbit": self.relative_orbit,
+            "pass_direction": self.pass_direction,
+            "bands": {
+                name: {
+                    "resolution": b.resolution,
+                    "path": b.path,
+                    "index": b.index,
+                    "scale": b.scale,
+                    "offset": b.offset,
+                    "nodata": b.nodata,
+                }
+                for name, b in ((n, self.bands[n]) for n in self.band_names)
+            },
+            "masks": {m.name: {"resolution": m.resolution, "path": m.path}
+                      for m in self.masks.values()},
+            "path": str(self.path),
+        }
+
+
+@dataclass(kw_only=True)
+class S2Product(Product):
+    """A Sentinel-2 L2A product: reflectance bands and a cloud/shadow/nodata mask.
+
+    Subclasses translate their own mask format (THEIA CLM/EDG bits, SAFE SCL classes,
+    a generic class raster) into decloud's :class:`~decloud.constants.MaskClass`
+    layer. Products without a usable mask get the computed fallback of
+    :mod:`decloud.masks`, and say so in :attr:`mask_origin`.
+    """
+
+    sensor: ClassVar[str] = "S2"
+    raster_kind: ClassVar[RasterKind] = RasterKind.REFLECTANCE
+
+    @property
+    def mask_origin(self) -> str:
+        """Where the cloud mask comes from: a product layer, or ``computed``."""
+        return self._mask_name() or "computed"
+
+    @abstractmethod
+    def _mask_name(self) -> str | None:
+        """The product mask used, e.g. ``CLM``/``SCL``, or None when there is none."""
+
+    @abstractmethod
+    def _product_mask(self, grid: Grid, window: Window | None,
+                      pool: RasterPool | None) -> np.ndarray:
+        """The product's own mask as a MaskClass uint8 layer (only if it has one)."""
+
+    def mask(
+        self,
+        grid: Grid | None = None,
+        window: Window | None = None,
+        *,
+        pool: RasterPool | None = None,
+    ) -> np.ndarray:
+        """The :class:`MaskClass` layer (uint8) on a grid window.
+
+        Pixels where a 10 m band has no data are :attr:`MaskClass.NODATA` too, so the
+        layer is the single truth about which pixels are usable.
+        """
+        grid = grid if grid is not None else self.grid(pool=pool)
+        if self._mask_name() is not None:
+            layer = self._product_mask(grid, window, pool)
+        else:
+            from decloud.masks import compute_mask
+
+            layer = compute_mask(self, grid, window, pool=pool)
+        reference = self.band_names[0]
+        missing = np.isnan(self.read([reference], grid, window, pool=pool)[0])
+        layer[missing] = MaskClass.NODATA
+        return layer
+
+    def cloud_mask(
+        self,
+        grid: Grid | None = None,
+        window: Window | None = None,
+        *,
+        classes: Sequence[MaskClass] = (MaskClass.CLOUD, MaskClass.CIRRUS, MaskClass.SHADOW),
+        pool: RasterPool | None = None,
+    ) -> np.ndarray:
+        """Boolean mask of the pixels in any of ``classes`` (clouds, cirrus, shadows)."""
+        return np.isin(self.mask(grid, window, pool=pool), [int(c) for c in classes])
+
+    def cover(self, resolution: float = 60.0) -> dict[str, float]:
+        """Fractions of cloud (incl. cirrus), shadow and nodata, on a coarse grid.
+
+        Cloud and shadow fractions are relative to the valid pixels.
+        """
+        layer = self.mask(self.grid(resolution))
+        total = int(layer.size)
+        nodata = int(np.count_nonzero(layer == MaskClass.NODATA))
+        valid = max(total - nodata, 1)
+        cloud = np.count_nonzero((layer == MaskClass.CLOUD) | (layer == MaskClass.CIRRUS))
+        shadow = np.count_nonzero(layer == MaskClass.SHADOW)
+        return {
+            "cloud": cloud / valid,
+            "shadow": shadow / valid,
+            "nodata": nodata / total,
+        }
+
+    def describe(self) -> dict[str, Any]:  # noqa: D102
+        out = super().describe()
+        out["mask_origin"] = self.mask_origin
+        return out
+
+
+def classes_from_values(raw: np.ndarray, table: Mapping[MaskClass, Sequence[int]]) -> np.ndarray:
+    """Map the integer classes of a mask raster to a MaskClass layer, by priority."""
+    layer = np.zeros(raw.shape, dtype=np.uint8)
+    for cls in (MaskClass.SHADOW, MaskClass.CIRRUS, MaskClass.CLOUD, MaskClass.NODATA):
+        values = table.get(cls, ())
+        if values:
+            layer[np.isin(raw, list(values))] = cls
+    return layer
+
+
+def classes_from_bits(raw: np.ndarray, table: Mapping[MaskClass, Sequence[int]]) -> np.ndarray:
+    """Map the bit flags of a mask raster to a MaskClass layer, by priority."""
+    layer = np.zeros(raw.shape, dtype=np.uint8)
+    for cls in (MaskClass.SHADOW, MaskClass.CIRRUS, MaskClass.CLOUD):
+        bits = table.get(cls, ())
+        if bits:
+            flags = sum(1 << b for b in bits)
+            layer[(raw.astype(np.int64) & flags) != 0] = cls
+    return layer
+
+
+def read_mask(mask: MaskFile, grid: Grid, window: Window | None,
+              pool: RasterPool | None, fill: int) -> np.ndarray:
+    """Read a mask raster onto a grid window with nearest resampling."""
+    src: Any = pool.get(mask.path) if pool is not None else mask.path
+    return read_on_grid(src, grid, window, indexes=(mask.index,), kind=RasterKind.MASK,
+                        fill=fill)[0]

@@ -1,0 +1,63 @@
+"""Sentinel-1 backscatter units and decloud's "prepared" uint16 encoding.
+
+S1Tiling writes linear sigma0 (float32). decloud stores S1 as ``uint16``:
+
+    DN = 1 + round((clip(ln(sigma0), S1_LN_MIN, S1_LN_MAX) - S1_LN_MIN)
+                   / (S1_LN_MAX - S1_LN_MIN) * 65534)
+
+so DN 1..65535 covers ln(sigma0) in [-10, 3] (about -43 dB to +13 dB) in steps of
+2e-4 (0.0009 dB), and DN 0 (:data:`~decloud.constants.S1_NODATA`) is nodata.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from decloud.constants import S1_LN_MAX, S1_LN_MIN, S1_NODATA
+
+__all__ = [
+    "PREPARED_ENCODING_TAG",
+    "db_to_linear",
+    "decode_prepared",
+    "encode_prepared",
+    "linear_to_db",
+]
+
+#: GeoTIFF tag (value "ln_clip") marking a raster in the prepared encoding.
+PREPARED_ENCODING_TAG = "DECLOUD_S1_ENCODING"
+
+_STEPS = 65534.0
+
+
+def linear_to_db(sigma0: np.ndarray) -> np.ndarray:
+    """10 log10(sigma0); NaN where sigma0 is not positive or NaN."""
+    sigma0 = np.asarray(sigma0, dtype=np.float32)
+    out = np.full(sigma0.shape, np.nan, dtype=np.float32)
+    ok = sigma0 > 0
+    out[ok] = 10.0 * np.log10(sigma0[ok])
+    return out
+
+
+def db_to_linear(db: np.ndarray) -> np.ndarray:
+    """10 ** (dB / 10); NaN stays NaN."""
+    return np.power(np.float32(10.0), np.asarray(db, dtype=np.float32) / np.float32(10.0))
+
+
+def encode_prepared(sigma0: np.ndarray) -> np.ndarray:
+    """Encode linear sigma0 (NaN or <= 0 = nodata) as prepared uint16."""
+    sigma0 = np.asarray(sigma0, dtype=np.float32)
+    out = np.full(sigma0.shape, S1_NODATA, dtype=np.uint16)
+    ok = sigma0 > 0
+    ln = np.clip(np.log(sigma0[ok]), S1_LN_MIN, S1_LN_MAX)
+    out[ok] = 1 + np.rint((ln - S1_LN_MIN) / (S1_LN_MAX - S1_LN_MIN) * _STEPS).astype(np.uint16)
+    return out
+
+
+def decode_prepared(dn: np.ndarray) -> np.ndarray:
+    """Decode prepared values (uint16, or float with NaN after resampling) to linear sigma0."""
+    dn = np.asarray(dn, dtype=np.float32)
+    out = np.full(dn.shape, np.nan, dtype=np.float32)
+    ok = np.isfinite(dn) & (dn >= 1)
+    ln = (dn[ok] - 1.0) / _STEPS * (S1_LN_MAX - S1_LN_MIN) + S1_LN_MIN
+    out[ok] = np.exp(ln)
+    return out
