@@ -12,10 +12,12 @@ from os import PathLike
 __all__ = [
     "CorruptRasterError",
     "CrsMismatchError",
+    "DatasetError",
     "DecloudError",
     "DemCoverageError",
     "ExtentError",
     "GridError",
+    "LayoutError",
     "MissingBandError",
     "NoProductError",
     "OutputExistsError",
@@ -91,6 +93,14 @@ class ExtentError(GridError):
 
 class DemCoverageError(ExtentError):
     """A DEM does not cover the tile or window asked for."""
+
+
+class LayoutError(DecloudError):
+    """An acquisition layout is invalid."""
+
+
+class DatasetError(DecloudError):
+    """A training dataset is invalid, incomplete or inconsistent."""
 
 
 class OutputExistsError(DecloudError):

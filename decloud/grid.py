@@ -10,6 +10,7 @@ streaming a full tile window by window gives the same result as warping it whole
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,7 +23,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
@@ -39,6 +40,11 @@ __all__ = [
     "open_raster",
     "read_on_grid",
 ]
+
+# rasterio warns spuriously that in-memory arrays are not georeferenced when several
+# threads warp at once (a known rasterio/GDAL quirk, see odc-geo issue 131); the arrays
+# always carry their transform here.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.warp")
 
 # Source pixels read around a window: cubic needs 2, average/mode when downsampling
 # by up to 6 (60 m onto 10 m... the other way) need the whole footprint, which the

@@ -7,8 +7,10 @@ from typing import Any
 import click
 
 from decloud._version import __version__
+from decloud.cli.index import index
 from decloud.cli.info import info
 from decloud.cli.inventory import inventory
+from decloud.cli.layout import layout
 from decloud.cli.quicklook import quicklook
 from decloud.cli.stack import stack
 from decloud.env import gdal_env
@@ -43,3 +45,5 @@ cli.add_command(inventory)
 cli.add_command(info)
 cli.add_command(stack)
 cli.add_command(quicklook)
+cli.add_command(index)
+cli.add_command(layout)

@@ -252,11 +252,18 @@ class S2Product(Product):
         window: Window | None = None,
         *,
         pool: RasterPool | None = None,
+        band_nodata: bool = True,
     ) -> np.ndarray:
         """The :class:`MaskClass` layer (uint8) on a grid window.
 
-        Pixels where a 10 m band has no data are :attr:`MaskClass.NODATA` too, so the
-        layer is the single truth about which pixels are usable.
+        Args:
+            grid: Target grid; the product's own grid when None.
+            window: Window of ``grid``; all of it when None.
+            pool: Keeps files open across calls.
+            band_nodata: Also mark as nodata the pixels where the finest band has no
+                data, so that the layer is the single truth about usable pixels. The
+                product masks already flag nodata (EDG, SCL 0); skipping this saves a
+                band read where speed matters (patch statistics).
         """
         grid = grid if grid is not None else self.grid(pool=pool)
         if self._mask_name() is not None:
@@ -265,9 +272,10 @@ class S2Product(Product):
             from decloud.masks import compute_mask
 
             layer = compute_mask(self, grid, window, pool=pool)
-        reference = self.band_names[0]
-        missing = np.isnan(self.read([reference], grid, window, pool=pool)[0])
-        layer[missing] = MaskClass.NODATA
+        if band_nodata:
+            reference = self.band_names[0]
+            missing = np.isnan(self.read([reference], grid, window, pool=pool)[0])
+            layer[missing] = MaskClass.NODATA
         return layer
 
     def cloud_mask(

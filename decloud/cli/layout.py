@@ -1,0 +1,57 @@
+"""``decloud layout``: inspect acquisition layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from decloud.archive import normalize_tile
+from decloud.index import Catalog
+from decloud.index.search import TileStack, TupleSearch
+from decloud.layouts import layout_table, load_layout
+
+__all__ = ["layout"]
+
+
+@click.group()
+def layout() -> None:
+    """Acquisition layouts: the arrangement of images one training sample needs."""
+
+
+@layout.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def show(file: Path) -> None:
+    """Print the layout in FILE (.yaml or CNES .json) and its dataset keys."""
+    # load_layout reports a missing file itself, as a LayoutError like any other problem.
+    spec = load_layout(file)
+    click.echo(layout_table(spec))
+    click.echo("")
+    click.echo("dataset keys: " + ", ".join(spec.keys()))
+
+
+@layout.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--catalog", "folder", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Catalog folder (decloud index build).")
+@click.option("--tile", "tiles", multiple=True, help="Tile(s) to count (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed drawing the layout's random cloud bounds.")
+def count(file: Path, folder: Path, tiles: tuple[str, ...], seed: int) -> None:
+    """Count the tuples matching the layout in FILE, per tile."""
+    spec = load_layout(file).resolve(np.random.default_rng(seed))
+    with Catalog.open(folder) as catalog:
+        names = [normalize_tile(t) for t in tiles] or catalog.tiles()
+        click.echo(f"{'tile':8s} {'tuples':>12s} {'positions':>10s} {'of':>8s} "
+                   f"{'references':>10s}")
+        total = 0
+        for tile in names:
+            search = TupleSearch(TileStack.load(catalog, tile), spec)
+            per_ref = search.tuple_counts_by_reference()
+            counts = per_ref.sum(axis=0)
+            total += int(counts.sum())
+            click.echo(f"{tile:8s} {int(counts.sum()):12d} {int((counts > 0).sum()):10d} "
+                       f"{counts.size:8d} {int((per_ref.sum(axis=(1, 2)) > 0).sum()):10d}")
+    click.echo(f"{'total':8s} {total:12d}")

@@ -1,0 +1,441 @@
+"""The persistent catalog of products with their per-patch statistics, and its R-tree.
+
+A catalog is a folder::
+
+    catalog.sqlite     products, tiles and per-patch statistics (SQLite, WAL)
+    rtree.idx/.dat     R-tree of products over (longitude, latitude, time)
+    .lock              serialises writers across processes
+
+SQLite is the source of truth: every product is added in its own transaction, so an
+interrupted ``add`` loses nothing already added and a rerun adds the rest. The R-tree
+(package ``rtree``) is updated in the same locked section; if it ever disagrees with
+SQLite (a crash between the two), it is rebuilt from SQLite when the catalog opens.
+Writers hold an exclusive ``flock`` while writing, so two processes adding products at
+once do not corrupt the catalog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rtree
+from rasterio.crs import CRS
+from tqdm import tqdm
+
+from decloud.archive import Archive
+from decloud.env import gdal_env
+from decloud.errors import DecloudError, NoProductError
+from decloud.grid import Grid
+from decloud.index.stats import STATS_RESOLUTION, PatchGrid, s1_patch_stats, s2_patch_stats
+from decloud.products import Product, S1Product, S2Product, open_product
+
+__all__ = ["AddReport", "Catalog", "CatalogError", "ProductRecord"]
+
+SCHEMA_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tiles (
+    tile TEXT PRIMARY KEY, crs TEXT NOT NULL, transform TEXT NOT NULL,
+    width INTEGER NOT NULL, height INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS products (
+    id INTEGER PRIMARY KEY, sensor TEXT NOT NULL, kind TEXT NOT NULL,
+    path TEXT NOT NULL UNIQUE, files TEXT NOT NULL, tile TEXT NOT NULL,
+    acquired REAL NOT NULL, platform TEXT NOT NULL, pass_direction TEXT,
+    relative_orbit INTEGER, mask_origin TEXT,
+    west REAL, south REAL, east REAL, north REAL);
+CREATE INDEX IF NOT EXISTS products_tile ON products (tile, sensor, acquired);
+CREATE TABLE IF NOT EXISTS patch_stats (
+    product_id INTEGER PRIMARY KEY REFERENCES products (id) ON DELETE CASCADE,
+    rows INTEGER NOT NULL, cols INTEGER NOT NULL,
+    cloud BLOB, shadow BLOB, nodata BLOB NOT NULL);
+"""
+
+
+class CatalogError(DecloudError):
+    """The catalog folder is missing, of another version, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ProductRecord:
+    """A product as the catalog knows it."""
+
+    id: int
+    sensor: str
+    kind: str
+    path: str
+    files: tuple[str, ...]
+    tile: str
+    acquired: datetime
+    platform: str
+    pass_direction: str | None
+    relative_orbit: int | None
+    mask_origin: str | None
+
+    @property
+    def hours(self) -> float:
+        """Acquisition time in hours since 1970 (what windows are compared in)."""
+        return (self.acquired - _EPOCH).total_seconds() / 3600.0
+
+    def open(self) -> Product:
+        """Open the product again (to read pixels)."""
+        if self.sensor == "S1":
+            return S1Product.from_files([Path(f) for f in self.files])
+        return open_product(self.path)
+
+
+@dataclass
+class AddReport:
+    """What :meth:`Catalog.add` did."""
+
+    added: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _days(when: datetime) -> float:
+    return (when - _EPOCH).total_seconds() / 86400.0
+
+
+class Catalog:
+    """A catalog folder. Use :meth:`create` or :meth:`open`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._db = sqlite3.connect(self.folder / "catalog.sqlite", timeout=120,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self.patch_size = int(self._meta("patch_size") or 64)
+
+    # Creation and opening ---------------------------------------------------------
+
+    @classmethod
+    def create(cls, folder: str | Path, *, patch_size: int = 64) -> Catalog:
+        """Create an empty catalog (the folder may exist but must hold no catalog)."""
+        folder = Path(folder)
+        if (folder / "catalog.sqlite").exists():
+            raise CatalogError("a catalog exists already here (use `decloud index add`)",
+                               path=folder)
+        if patch_size <= 0 or patch_size % 2:
+            raise CatalogError(f"patch size must be a positive even number, not {patch_size}",
+                               path=folder, field="patch_size")
+        folder.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(folder / "catalog.sqlite", isolation_level=None)
+        db.executescript(_SCHEMA)
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [
+            ("schema_version", str(SCHEMA_VERSION)), ("patch_size", str(patch_size)),
+            ("stats_resolution", str(STATS_RESOLUTION)),
+            ("created", datetime.now(UTC).isoformat(timespec="seconds"))])
+        db.close()
+        return cls.open(folder)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Catalog:
+        """Open a catalog, rebuilding its R-tree if it disagrees with SQLite."""
+        folder = Path(folder)
+        if not (folder / "catalog.sqlite").is_file():
+            raise CatalogError("no catalog here (create one with `decloud index build`)",
+                               path=folder)
+        catalog = cls(folder)
+        version = catalog._meta("schema_version")
+        if version != str(SCHEMA_VERSION):
+            raise CatalogError(f"catalog schema {version}, this decloud reads "
+                               f"{SCHEMA_VERSION}", path=folder, field="schema_version")
+        with catalog._lock(exclusive=False):
+            consistent = catalog._rtree_count() == catalog.count()
+        if not consistent:
+            with catalog._lock(exclusive=True):
+                catalog.rebuild_rtree()
+        return catalog
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _meta(self, key: str) -> str | None:
+        with contextlib.suppress(sqlite3.OperationalError):
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return row[0] if row else None
+        return None
+
+    # Locking and the R-tree ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self, *, exclusive: bool) -> Iterator[None]:
+        with (self.folder / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _rtree(self) -> rtree.index.Index:
+        props = rtree.index.Property()
+        props.dimension = 3
+        return rtree.index.Index(str(self.folder / "rtree"), properties=props)
+
+    def _rtree_count(self) -> int:
+        if not (self.folder / "rtree.idx").exists():
+            return -1 if self.count() else 0
+        index = self._rtree()
+        try:
+            return int(index.count(index.bounds)) if len(index) else 0
+        finally:
+            index.close()
+
+    def rebuild_rtree(self) -> None:
+        """Rebuild the R-tree from SQLite (bulk-loaded)."""
+        for suffix in (".idx", ".dat"):
+            (self.folder / f"rtree{suffix}").unlink(missing_ok=True)
+        rows = self._db.execute(
+            "SELECT id, west, south, acquired, east, north FROM products").fetchall()
+        props = rtree.index.Property()
+        props.dimension = 3
+        entries = ((pid, (w, s, t / 86400.0, e, n, t / 86400.0), None)
+                   for pid, w, s, t, e, n in rows)
+        if rows:
+            index = rtree.index.Index(str(self.folder / "rtree"), entries, properties=props)
+        else:
+            index = rtree.index.Index(str(self.folder / "rtree"), properties=props)
+        index.close()
+
+    # Adding products -------------------------------------------------------------
+
+    def known_paths(self) -> set[str]:
+        """Paths of the products already in the catalog."""
+        return {row[0] for row in self._db.execute("SELECT path FROM products")}
+
+    def tile_grid(self, tile: str) -> Grid | None:
+        """The 10 m grid registered for a tile."""
+        row = self._db.execute("SELECT crs, transform, width, height FROM tiles WHERE tile = ?",
+                               (tile,)).fetchone()
+        if row is None:
+            return None
+        from affine import Affine
+
+        return Grid(CRS.from_user_input(row[0]), Affine(*json.loads(row[1])), row[2], row[3])
+
+    def _register_tile(self, tile: str, product: Product) -> Grid:
+        grid = self.tile_grid(tile)
+        if grid is not None:
+            return grid
+        native = product.grid()
+        grid = native if native.resolution == 10.0 else native.at_resolution(10.0)
+        self._db.execute("INSERT OR IGNORE INTO tiles VALUES (?, ?, ?, ?, ?)", (
+            tile, grid.crs.to_wkt(), json.dumps(list(grid.transform)[:6]), grid.width,
+            grid.height))
+        return self.tile_grid(tile) or grid
+
+    def add(self, archive: Archive, *, workers: int = 1, progress: bool = False) -> AddReport:
+        """Compute statistics of the archive's products not yet in the catalog, and add them.
+
+        Each product is committed on its own: an interruption keeps what was added.
+        Products that cannot be read are reported in :attr:`AddReport.failed`.
+        """
+        report = AddReport()
+        known = self.known_paths()
+        products: list[Product] = [*archive.s2, *archive.s1]
+        todo: list[Product] = []
+        for product in products:
+            if _key(product) in known:
+                report.skipped.append(_key(product))
+            elif product.tile is None:
+                report.failed[_key(product)] = "tile unknown"
+            else:
+                todo.append(product)
+        # S2 first: they register the tile grids that S1 statistics are computed on.
+        todo.sort(key=lambda p: (p.sensor != "S2", p.tile or "", p.acquired))
+        for product in todo:
+            if product.sensor == "S2" and product.tile and self.tile_grid(product.tile) is None:
+                with self._lock(exclusive=True):
+                    self._register_tile(product.tile, product)
+
+        def stats(product: Product, grid: Grid) -> dict[str, np.ndarray]:
+            patches = PatchGrid(grid, self.patch_size)
+            # GDAL configuration is per thread: each worker gets decloud's.
+            with gdal_env():
+                if isinstance(product, S2Product):
+                    return s2_patch_stats(product, patches)
+                assert isinstance(product, S1Product)
+                return s1_patch_stats(product, patches)
+
+        # Grids are looked up here: the SQLite connection stays in this thread.
+        grids = {p.tile: self.tile_grid(p.tile) for p in todo if p.tile is not None}
+        jobs = []
+        for product in todo:
+            grid = (grids.get(product.tile) if product.tile else None) or product.grid()
+            jobs.append((product, grid if grid.resolution == 10.0 else grid.at_resolution(10.0)))
+        bar = tqdm(total=len(jobs), desc="index", unit="product", disable=not progress)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = {pool.submit(stats, p, g): (p, g) for p, g in jobs}
+            for future in as_completed(futures):
+                product, grid = futures[future]
+                bar.update()
+                try:
+                    self._insert(product, future.result(), grid)
+                    report.added.append(_key(product))
+                except DecloudError as err:
+                    report.failed[_key(product)] = str(err)
+        bar.close()
+        return report
+
+    def add_stats(self, product: Product, arrays: dict[str, np.ndarray]) -> int:
+        """Add a product with statistics computed elsewhere; returns its id."""
+        assert product.tile is not None
+        grid = self.tile_grid(product.tile)
+        if grid is None:
+            with self._lock(exclusive=True):
+                grid = self._register_tile(product.tile, product)
+        return self._insert(product, arrays, grid)
+
+    def _insert(self, product: Product, arrays: dict[str, np.ndarray], grid: Grid) -> int:
+        west, south, east, north = _lonlat_bounds(grid)
+        files = product.files if isinstance(product, S1Product) else [str(product.path)]
+        mask_origin = product.mask_origin if isinstance(product, S2Product) else None
+        nodata = arrays["nodata"]
+        with self._lock(exclusive=True):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO products (sensor, kind, path, files, tile, acquired, "
+                    "platform, pass_direction, relative_orbit, mask_origin, west, south, east, "
+                    "north) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (product.sensor, product.kind, _key(product), json.dumps(files),
+                     product.tile, (product.acquired - _EPOCH).total_seconds(),
+                     product.platform, product.pass_direction, product.relative_orbit,
+                     mask_origin, west, south, east, north))
+                if cursor.rowcount == 0:  # another process added it meanwhile
+                    self._db.execute("ROLLBACK")
+                    row = self._db.execute("SELECT id FROM products WHERE path = ?",
+                                           (_key(product),)).fetchone()
+                    return int(row[0])
+                pid = int(cursor.lastrowid or 0)
+                self._db.execute(
+                    "INSERT INTO patch_stats VALUES (?, ?, ?, ?, ?, ?)",
+                    (pid, nodata.shape[0], nodata.shape[1],
+                     _blob(arrays.get("cloud")), _blob(arrays.get("shadow")), _blob(nodata)))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            index = self._rtree()
+            t = _days(product.acquired)
+            index.insert(pid, (west, south, t, east, north, t))
+            index.close()
+        return pid
+
+    # Queries ---------------------------------------------------------------------
+
+    def count(self, sensor: str | None = None) -> int:
+        """Number of products (of a sensor)."""
+        if sensor is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM products").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM products WHERE sensor = ?",
+                                    (sensor,)).fetchone()[0])
+
+    def tiles(self) -> list[str]:
+        """Tiles with products."""
+        return [r[0] for r in self._db.execute(
+            "SELECT DISTINCT tile FROM products ORDER BY tile")]
+
+    def records(self, tile: str | None = None, sensor: str | None = None,
+                ids: Sequence[int] | None = None) -> list[ProductRecord]:
+        """Products, by time, optionally of one tile and sensor or with given ids."""
+        sql = ("SELECT id, sensor, kind, path, files, tile, acquired, platform, "
+               "pass_direction, relative_orbit, mask_origin FROM products WHERE 1=1")
+        args: list[Any] = []
+        if tile is not None:
+            sql += " AND tile = ?"
+            args.append(tile)
+        if sensor is not None:
+            sql += " AND sensor = ?"
+            args.append(sensor)
+        if ids is not None:
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            args.extend(ids)
+        rows = self._db.execute(sql + " ORDER BY acquired, id", args).fetchall()
+        return [ProductRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5],
+                              datetime.fromtimestamp(r[6], UTC), r[7], r[8], r[9], r[10])
+                for r in rows]
+
+    def stats(self, product_ids: Sequence[int], key: str) -> np.ndarray:
+        """Stacked statistics ``(len(ids), rows, cols)`` uint8 of one key."""
+        if not product_ids:
+            return np.zeros((0, 0, 0), np.uint8)
+        column = {"cloud": "cloud", "shadow": "shadow", "nodata": "nodata"}[key]
+        rows = {r[0]: r[1:] for r in self._db.execute(
+            f"SELECT product_id, rows, cols, {column} FROM patch_stats WHERE product_id IN "
+            f"({','.join('?' * len(product_ids))})", list(product_ids))}
+        first = rows[product_ids[0]]
+        out = np.zeros((len(product_ids), first[0], first[1]), np.uint8)
+        for i, pid in enumerate(product_ids):
+            n_rows, n_cols, blob = rows[pid]
+            if blob is not None:
+                out[i] = np.frombuffer(blob, np.uint8).reshape(n_rows, n_cols)
+        return out
+
+    def search(self, bounds: tuple[float, float, float, float] | None = None,
+               start: datetime | None = None, end: datetime | None = None) -> list[int]:
+        """Ids of products whose footprint meets lon/lat ``bounds``, acquired in [start, end]."""
+        if start is not None and end is not None and end < start:
+            raise NoProductError(f"empty date range: {start} is after {end}", field="dates")
+        west, south, east, north = bounds or (-180.0, -90.0, 180.0, 90.0)
+        t0 = _days(start) if start else -1e7
+        t1 = _days(end) if end else 1e7
+        with self._lock(exclusive=False):
+            index = self._rtree()
+            try:
+                return sorted(int(i) for i in index.intersection(
+                    (west, south, t0, east, north, t1)))
+            finally:
+                index.close()
+
+    def info(self) -> dict[str, Any]:
+        """A summary: patch size, products per tile and sensor, date range."""
+        tiles: dict[str, dict[str, Any]] = {}
+        for tile, sensor, n, t0, t1 in self._db.execute(
+                "SELECT tile, sensor, COUNT(*), MIN(acquired), MAX(acquired) FROM products "
+                "GROUP BY tile, sensor ORDER BY tile, sensor"):
+            tiles.setdefault(tile, {})[sensor] = {
+                "products": n,
+                "first": datetime.fromtimestamp(t0, UTC).date().isoformat(),
+                "last": datetime.fromtimestamp(t1, UTC).date().isoformat()}
+        return {"folder": str(self.folder), "patch_size": self.patch_size,
+                "products": self.count(), "tiles": tiles}
+
+
+def _key(product: Product) -> str:
+    """The catalog key of a product: its path (the VV file's for an S1 pair)."""
+    if isinstance(product, S1Product):
+        return product.files[0]
+    return str(product.path)
+
+
+def _blob(array: np.ndarray | None) -> bytes | None:
+    return None if array is None else np.ascontiguousarray(array, np.uint8).tobytes()
+
+
+def _lonlat_bounds(grid: Grid) -> tuple[float, float, float, float]:
+    from rasterio.warp import transform_bounds
+
+    west, south, east, north = transform_bounds(grid.crs, "EPSG:4326", *grid.bounds,
+                                                densify_pts=21)
+    return west, south, east, north

@@ -1,0 +1,162 @@
+"""Per-patch statistics of products: cloud, shadow and nodata percentages.
+
+A tile's 10 m grid is cut into elementary patches (64 x 64 px by default). For every
+S2 product each patch gets the percentage of cloud (clouds and cirrus), shadow and
+nodata pixels; for every S1 image, the percentage of nodata. Masks are read on the
+tile's 20 m grid (a 64 px patch is 32 x 32 mask pixels) in strips of patch rows, so a
+full tile is never held in memory. Percentages are stored as uint8 (0..100).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from decloud.constants import MaskClass
+from decloud.errors import GridError
+from decloud.grid import Grid, RasterPool
+from decloud.products import S1Product, S2Product
+
+__all__ = ["STATS_RESOLUTION", "PatchGrid", "s1_patch_stats", "s2_patch_stats"]
+
+#: Resolution at which masks are read for statistics, metres.
+STATS_RESOLUTION = 20.0
+# Patch rows read at once: bounds memory to a strip of the tile.
+_STRIP_PATCH_ROWS = 8
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Elementary patches of a tile grid.
+
+    Attributes:
+        grid: The tile's 10 m grid.
+        patch_size: Patch side in 10 m pixels.
+    """
+
+    grid: Grid
+    patch_size: int = 64
+
+    def __post_init__(self) -> None:
+        factor = self.grid.resolution / STATS_RESOLUTION
+        cells = self.patch_size * factor
+        if self.patch_size <= 0 or abs(cells - round(cells)) > 1e-9 or cells < 1:
+            raise GridError(f"patch size {self.patch_size} px at {self.grid.resolution} m is "
+                            f"not a whole number of {STATS_RESOLUTION:g} m mask pixels",
+                            field="patch_size")
+
+    @property
+    def rows(self) -> int:
+        """Patch rows (the last may be partial)."""
+        return math.ceil(self.grid.height / self.patch_size)
+
+    @property
+    def cols(self) -> int:
+        """Patch columns (the last may be partial)."""
+        return math.ceil(self.grid.width / self.patch_size)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols)."""
+        return self.rows, self.cols
+
+    @property
+    def cells(self) -> int:
+        """Patch side in mask pixels."""
+        return round(self.patch_size * self.grid.resolution / STATS_RESOLUTION)
+
+    def mask_grid(self) -> Grid:
+        """The 20 m grid masks are read on."""
+        return self.grid.at_resolution(STATS_RESOLUTION)
+
+    def window(self, row: int, col: int, size: int | None = None) -> Window:
+        """The 10 m window of a patch (or of a ``size`` px window centred on it)."""
+        size = size or self.patch_size
+        offset = (self.patch_size - size) // 2
+        return Window(col * self.patch_size + offset, row * self.patch_size + offset, size, size)
+
+    def strips(self) -> Iterator[tuple[int, Window]]:
+        """(first patch row, 20 m mask window) for strips of patch rows."""
+        mask_grid = self.mask_grid()
+        step = _STRIP_PATCH_ROWS * self.cells
+        for row0 in range(0, self.rows, _STRIP_PATCH_ROWS):
+            top = row0 * self.cells
+            yield row0, Window(0, top, self.cols * self.cells, min(step, mask_grid.height - top))
+
+
+def _per_patch(hits: np.ndarray, valid: np.ndarray, cells: int, cols: int) -> np.ndarray:
+    """Percent of hits among valid pixels per patch, uint8; pads partial patches."""
+    rows = math.ceil(hits.shape[0] / cells)
+    shape = (rows * cells, cols * cells)
+
+    def blocks(a: np.ndarray) -> np.ndarray:
+        padded = np.zeros(shape, dtype=np.int32)
+        padded[: a.shape[0], : a.shape[1]] = a
+        return padded.reshape(rows, cells, cols, cells).sum(axis=(1, 3))
+
+    count, total = blocks(hits), blocks(valid)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pct = np.where(total > 0, np.rint(100.0 * count / np.maximum(total, 1)), 0)
+    return pct.astype(np.uint8)
+
+
+def s2_patch_stats(
+    product: S2Product, patches: PatchGrid, *, pool: RasterPool | None = None
+) -> dict[str, np.ndarray]:
+    """Cloud, shadow and nodata percentages of an S2 product per patch.
+
+    Cloud and shadow are percentages of the patch's valid pixels; nodata of all its
+    pixels (pixels outside the product count as nodata).
+
+    Returns:
+        ``{"cloud", "shadow", "nodata"}`` uint8 arrays of shape ``patches.shape``.
+    """
+    mask_grid = patches.mask_grid()
+    out = {k: np.zeros(patches.shape, np.uint8) for k in ("cloud", "shadow", "nodata")}
+    with nullcontext(pool) if pool is not None else RasterPool() as files:
+        for row0, window in patches.strips():
+            layer = product.mask(mask_grid, window, pool=files, band_nodata=False)
+            # Pixels past the grid's edge (partial last patch) are nodata too.
+            full = np.full((window.height, patches.cols * patches.cells), MaskClass.NODATA,
+                           np.uint8)
+            full[:, : layer.shape[1]] = layer
+            nodata = full == MaskClass.NODATA
+            ones = np.ones(full.shape, dtype=bool)
+            rows = slice(row0, row0 + math.ceil(window.height / patches.cells))
+            out["nodata"][rows] = _per_patch(nodata, ones, patches.cells, patches.cols)
+            valid = ~nodata
+            cloud = (full == MaskClass.CLOUD) | (full == MaskClass.CIRRUS)
+            out["cloud"][rows] = _per_patch(cloud, valid, patches.cells, patches.cols)
+            out["shadow"][rows] = _per_patch(full == MaskClass.SHADOW, valid, patches.cells,
+                                             patches.cols)
+    return out
+
+
+def s1_patch_stats(
+    image: S1Product, patches: PatchGrid, *, pool: RasterPool | None = None
+) -> dict[str, np.ndarray]:
+    """Nodata percentage of an S1 image per patch of a tile grid.
+
+    Returns:
+        ``{"nodata"}`` uint8 array of shape ``patches.shape``.
+    """
+    mask_grid = patches.mask_grid()
+    out = np.zeros(patches.shape, np.uint8)
+    band = "VV" if "VV" in image.bands else image.band_names[0]
+    with nullcontext(pool) if pool is not None else RasterPool() as files:
+        for row0, window in patches.strips():
+            # Nearest keeps this a pure validity test (no interpolation across nodata).
+            data = image.read([band], mask_grid, window, pool=files, unit="linear",
+                              resampling=Resampling.nearest)[0]
+            full = np.ones((window.height, patches.cols * patches.cells), dtype=bool)
+            full[:, : data.shape[1]] = ~(data > 0)
+            ones = np.ones(full.shape, dtype=bool)
+            rows = slice(row0, row0 + math.ceil(window.height / patches.cells))
+            out[rows] = _per_patch(full, ones, patches.cells, patches.cols)
+    return {"nodata": out}
