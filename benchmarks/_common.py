@@ -85,6 +85,13 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    """One line describing a :func:`machine_info` result, for Markdown reports."""
+    return (f"{machine['cpu_model']}, {machine['cpu_cores']} cores "
+            f"({machine['cpu_cores_usable']} usable), {machine['ram_gib']} GiB RAM, "
+            f"{machine['os']}")
+
+
 def git_commit() -> str:
     """The short hash of ``HEAD``, or ``"uncommitted"`` when the repository has no commit.
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from _common import (  # benchmarks/ is sys.path[0] when run as a script
+from _common import machine_line, (  # benchmarks/ is sys.path[0] when run as a script
     REPO_ROOT,
     RESULTS_DIR,
     git_commit,
@@ -315,8 +315,7 @@ def _markdown(res: dict[str, Any]) -> str:
         "# Benchmark: read a full Sentinel-2 tile",
         "",
         f"- Date: {res['date']}, git commit: `{res['git_commit']}`",
-        f"- Machine: {m['cpu_model']}, {m['cpu_cores']} cores ({m['cpu_cores_usable']} "
-        f"usable), {m['ram_gib']} GiB RAM, {m['os']}",
+        f"- Machine: {machine_line(m)}",
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- GDAL settings: GDAL_CACHEMAX {res['gdal_config']['GDAL_CACHEMAX']}, "
         f"GDAL_NUM_THREADS {res['gdal_config']['GDAL_NUM_THREADS']}",

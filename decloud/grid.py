@@ -300,8 +300,13 @@ def _read(
     nodata = src.nodata if src.nodata is not None else src_nodata
     try:
         src_grid = Grid.from_dataset(src)
+        method = resampling if resampling is not None else kind.resampling
+        factor = _integer_upsampling(src_grid, dst_grid)
         if src_grid.is_aligned_with(dst_grid):
             out = _read_aligned(src, src_grid, dst_grid, indexes, kind, nodata, fill)
+        elif factor and method in (Resampling.nearest, Resampling.bilinear):
+            out = _read_upsampled(src, src_grid, dst_grid, factor, indexes, kind, method,
+                                  nodata, fill)
         else:
             out = _read_warped(src, dst_grid, indexes, kind, resampling, nodata, fill)
     except RasterioError as err:
@@ -337,6 +342,94 @@ def _read_aligned(
             target[data == nodata] = np.nan
     else:
         target[...] = data
+    return out
+
+
+def _integer_upsampling(src: Grid, dst: Grid) -> int:
+    """k when src pixels are k x k dst pixels on the same lattice (20 m onto 10 m), else 0."""
+    if src.crs != dst.crs:
+        return 0
+    ratio = src.resolution / dst.resolution
+    k = round(ratio)
+    if k < 2 or abs(ratio - k) > 1e-9:
+        return 0
+    dx = (dst.transform.c - src.transform.c) / dst.resolution
+    dy = (src.transform.f - dst.transform.f) / dst.resolution
+    return k if abs(dx - round(dx)) < 1e-6 and abs(dy - round(dy)) < 1e-6 else 0
+
+
+def _axis(offset: int, size: int, k: int, length: int,
+          bilinear: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indexes and weights along one axis for upsampling by k.
+
+    A target pixel centre ``j`` lies at source coordinate ``u = (offset + j + 0.5) / k
+    - 0.5`` (pixel-is-area, as GDAL). Returns the two neighbours (clamped), the weight
+    of the second, and whether the centre falls inside the source.
+    """
+    u = (offset + np.arange(size) + 0.5) / k - 0.5
+    inside = (u >= -0.5) & (u <= length - 0.5)
+    if not bilinear:
+        i0 = np.floor(u + 0.5).astype(np.int64)
+        return np.clip(i0, 0, length - 1), np.clip(i0, 0, length - 1), np.zeros(size), inside
+    i0 = np.floor(u).astype(np.int64)
+    w = u - i0
+    return np.clip(i0, 0, length - 1), np.clip(i0 + 1, 0, length - 1), w, inside
+
+
+def _read_upsampled(
+    src: DatasetReader,
+    src_grid: Grid,
+    dst: Grid,
+    k: int,
+    indexes: Sequence[int],
+    kind: RasterKind,
+    resampling: Resampling,
+    nodata: float | None,
+    fill: float | int,
+) -> np.ndarray:
+    """Upsample by an integer factor on a shared lattice, in numpy (no GDAL warper).
+
+    Bilinear weights are renormalised over valid neighbours, like GDAL's warper, so a
+    pixel next to nodata keeps a value and only pixels with no valid neighbour are
+    nodata. Much faster than warping for the common 20 m onto 10 m case.
+    """
+    col_off = round((dst.transform.c - src_grid.transform.c) / dst.resolution)
+    row_off = round((src_grid.transform.f - dst.transform.f) / dst.resolution)
+    bilinear = resampling == Resampling.bilinear and kind.continuous
+    c0, c1, wc, cin = _axis(col_off, dst.width, k, src_grid.width, bilinear)
+    r0, r1, wr, rin = _axis(row_off, dst.height, k, src_grid.height, bilinear)
+    dtype: Any = np.float32 if kind.continuous else src.dtypes[indexes[0] - 1]
+    out = np.full((len(indexes), dst.height, dst.width), np.nan if kind.continuous else fill,
+                  dtype=dtype)
+    if not (cin.any() and rin.any()):
+        return out
+    cmin, cmax = int(c0.min()), int(c1.max())
+    rmin, rmax = int(r0.min()), int(r1.max())
+    data = src.read(list(indexes), window=Window(cmin, rmin, cmax - cmin + 1, rmax - rmin + 1))
+    c0, c1, r0, r1 = c0 - cmin, c1 - cmin, r0 - rmin, r1 - rmin
+    inside = rin[:, None] & cin[None, :]
+    if not bilinear:
+        picked = data[:, r0][:, :, c0]
+        if kind.continuous:
+            picked = picked.astype(np.float32)
+            if nodata is not None:
+                picked[picked == nodata] = np.nan
+        out[:, inside] = picked[:, inside]
+        return out
+    values = data.astype(np.float32)
+    valid = np.ones(values.shape, np.float32) if nodata is None else (data != nodata).astype(
+        np.float32)
+    values *= valid
+    wc32, wr32 = wc.astype(np.float32), wr.astype(np.float32)
+
+    def interpolate(a: np.ndarray) -> np.ndarray:
+        cols = a[:, :, c0] * (1 - wc32) + a[:, :, c1] * wc32
+        return cols[:, r0, :] * (1 - wr32)[:, None] + cols[:, r1, :] * wr32[:, None]
+
+    total, weight = interpolate(values), interpolate(valid)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = total / weight  # 0 / 0: no valid neighbour, NaN
+    out[:, inside] = result[:, inside]
     return out
 
 

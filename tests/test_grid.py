@@ -120,3 +120,20 @@ def test_coverage_and_corrupt_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not a tiff")
     with pytest.raises(CorruptRasterError, match=r"bad\.tif"):
         read_on_grid(bad, grid10())
+
+
+@pytest.mark.parametrize("resampling", [Resampling.bilinear, Resampling.nearest])
+def test_fast_upsampling_matches_gdal_warper(resampling: Resampling) -> None:
+    from decloud.grid import _read_warped
+    from decloud.products import open_product
+    from tests.conftest import SAFE_PB0400
+
+    product = open_product(SAFE_PB0400)
+    grid = product.grid()
+    window = Window(-5, 7, 100, 90)  # off the edge, odd offsets
+    with rasterio.open(product.band("B11").path) as src:
+        fast = read_on_grid(src, grid, window, resampling=resampling, src_nodata=0)
+        slow = _read_warped(src, grid.subgrid(window), (1,), RasterKind.REFLECTANCE,
+                            resampling, 0, 0)
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-3)

@@ -235,14 +235,13 @@ class Catalog:
 
     def _register_tile(self, tile: str, product: Product) -> Grid:
         grid = self.tile_grid(tile)
-        if grid is not None:
-            return grid
-        native = product.grid()
-        grid = native if native.resolution == 10.0 else native.at_resolution(10.0)
-        self._db.execute("INSERT OR IGNORE INTO tiles VALUES (?, ?, ?, ?, ?)", (
-            tile, grid.crs.to_wkt(), json.dumps(list(grid.transform)[:6]), grid.width,
-            grid.height))
-        return self.tile_grid(tile) or grid
+        if grid is None:
+            native = product.grid()
+            self.register_tile(tile, native if native.resolution == 10.0
+                               else native.at_resolution(10.0))
+            grid = self.tile_grid(tile)
+        assert grid is not None
+        return grid
 
     def add(self, archive: Archive, *, workers: int = 1, progress: bool = False) -> AddReport:
         """Compute statistics of the archive's products not yet in the catalog, and add them.
@@ -265,8 +264,7 @@ class Catalog:
         todo.sort(key=lambda p: (p.sensor != "S2", p.tile or "", p.acquired))
         for product in todo:
             if product.sensor == "S2" and product.tile and self.tile_grid(product.tile) is None:
-                with self._lock(exclusive=True):
-                    self._register_tile(product.tile, product)
+                self._register_tile(product.tile, product)
 
         def stats(product: Product, grid: Grid) -> dict[str, np.ndarray]:
             patches = PatchGrid(grid, self.patch_size)
@@ -300,16 +298,37 @@ class Catalog:
     def add_stats(self, product: Product, arrays: dict[str, np.ndarray]) -> int:
         """Add a product with statistics computed elsewhere; returns its id."""
         assert product.tile is not None
-        grid = self.tile_grid(product.tile)
-        if grid is None:
-            with self._lock(exclusive=True):
-                grid = self._register_tile(product.tile, product)
-        return self._insert(product, arrays, grid)
+        return self._insert(product, arrays, self._register_tile(product.tile, product))
 
     def _insert(self, product: Product, arrays: dict[str, np.ndarray], grid: Grid) -> int:
-        west, south, east, north = _lonlat_bounds(grid)
         files = product.files if isinstance(product, S1Product) else [str(product.path)]
-        mask_origin = product.mask_origin if isinstance(product, S2Product) else None
+        assert product.tile is not None
+        return self.insert_record(
+            sensor=product.sensor, kind=product.kind, path=_key(product), files=files,
+            tile=product.tile, acquired=product.acquired, platform=product.platform,
+            pass_direction=product.pass_direction, relative_orbit=product.relative_orbit,
+            mask_origin=product.mask_origin if isinstance(product, S2Product) else None,
+            arrays=arrays, grid=grid)
+
+    def register_tile(self, tile: str, grid: Grid) -> None:
+        """Record a tile's 10 m grid (statistics of its products are on it)."""
+        with self._lock(exclusive=True):
+            self._db.execute("INSERT OR IGNORE INTO tiles VALUES (?, ?, ?, ?, ?)", (
+                tile, grid.crs.to_wkt(), json.dumps(list(grid.transform)[:6]), grid.width,
+                grid.height))
+
+    def insert_record(
+        self, *, sensor: str, kind: str, path: str, files: Sequence[str], tile: str,
+        acquired: datetime, platform: str, pass_direction: str | None,
+        relative_orbit: int | None, mask_origin: str | None, arrays: dict[str, np.ndarray],
+        grid: Grid,
+    ) -> int:
+        """Add one product and its statistics in one transaction; returns its id.
+
+        A product already present (same path, e.g. added by another process meanwhile)
+        is left as it is and its id returned.
+        """
+        west, south, east, north = _lonlat_bounds(grid)
         nodata = arrays["nodata"]
         with self._lock(exclusive=True):
             self._db.execute("BEGIN IMMEDIATE")
@@ -318,14 +337,13 @@ class Catalog:
                     "INSERT OR IGNORE INTO products (sensor, kind, path, files, tile, acquired, "
                     "platform, pass_direction, relative_orbit, mask_origin, west, south, east, "
                     "north) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (product.sensor, product.kind, _key(product), json.dumps(files),
-                     product.tile, (product.acquired - _EPOCH).total_seconds(),
-                     product.platform, product.pass_direction, product.relative_orbit,
-                     mask_origin, west, south, east, north))
-                if cursor.rowcount == 0:  # another process added it meanwhile
+                    (sensor, kind, path, json.dumps(list(files)), tile,
+                     (acquired - _EPOCH).total_seconds(), platform, pass_direction,
+                     relative_orbit, mask_origin, west, south, east, north))
+                if cursor.rowcount == 0:
                     self._db.execute("ROLLBACK")
                     row = self._db.execute("SELECT id FROM products WHERE path = ?",
-                                           (_key(product),)).fetchone()
+                                           (path,)).fetchone()
                     return int(row[0])
                 pid = int(cursor.lastrowid or 0)
                 self._db.execute(
@@ -337,7 +355,7 @@ class Catalog:
                 self._db.execute("ROLLBACK")
                 raise
             index = self._rtree()
-            t = _days(product.acquired)
+            t = _days(acquired)
             index.insert(pid, (west, south, t, east, north, t))
             index.close()
         return pid
