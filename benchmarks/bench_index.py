@@ -245,8 +245,8 @@ def main() -> None:
 
 - Date: {data_out['date']}, git commit: `{data_out['commit']}`
 - Machine: {machine_line(data_out['machine'])}
-- Archive: one tile, {len(data['s2_times'])} S2 and {len(data['s1_times'])} S1 products over 5 years,
-  statistics at 64 px ({rows} x {cols} positions). Statistics are synthetic (random smooth
+- Archive: one tile, {len(data['s2_times'])} S2 and {len(data['s1_times'])} S1 products over
+  5 years, statistics at 64 px ({rows} x {cols} positions). Statistics are synthetic (random smooth
   cloud fields, swath edges): this times the index, not mask reading.
 - Runs: {args.repeat}, medians reported. The reference design (one in-memory R-tree and one
   nearest-S1 search per patch position, built in Python loops at every run) runs on a

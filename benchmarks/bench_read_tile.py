@@ -39,12 +39,13 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from _common import machine_line, (  # benchmarks/ is sys.path[0] when run as a script
+from _common import (  # benchmarks/ is sys.path[0] when run as a script
     REPO_ROOT,
     RESULTS_DIR,
     git_commit,
     log,
     machine_info,
+    machine_line,
     median,
     now_utc,
     package_versions,
