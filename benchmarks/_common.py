@@ -8,6 +8,7 @@ never leaves a half-written result behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -25,11 +26,13 @@ __all__ = [
     "REPO_ROOT",
     "RESULTS_DIR",
     "git_commit",
+    "load_average",
     "log",
     "machine_info",
     "median",
     "now_utc",
     "package_versions",
+    "source_digest",
     "write_results",
 ]
 
@@ -92,6 +95,18 @@ def machine_line(machine: dict[str, Any]) -> str:
             f"{machine['os']}")
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, None where the OS does not say.
+
+    Recorded before and after a run: a load well above zero means other processes
+    competed for the CPU and the timings are pessimistic.
+    """
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def git_commit() -> str:
     """The short hash of ``HEAD``, or ``"uncommitted"`` when the repository has no commit.
 
@@ -130,6 +145,21 @@ def package_versions(packages: Sequence[str] = ("numpy", "rasterio", "decloud"))
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def source_digest(package: str = "decloud") -> str:
+    """A short SHA-256 over the package's ``*.py`` files (relative path and content).
+
+    Identifies the code measured when the working tree has no commit or local edits,
+    which ``git rev-parse`` cannot tell apart.
+    """
+    root = REPO_ROOT / package
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def now_utc() -> str:

@@ -346,7 +346,10 @@ def _read_aligned(
 
 
 def _integer_upsampling(src: Grid, dst: Grid) -> int:
-    """k when src pixels are k x k dst pixels on the same lattice (20 m onto 10 m), else 0."""
+    """The factor k when source pixels are k x k target pixels on one lattice, else 0.
+
+    20 m onto 10 m gives 2; other CRS, non-integer ratios or offsets give 0.
+    """
     if src.crs != dst.crs:
         return 0
     ratio = src.resolution / dst.resolution

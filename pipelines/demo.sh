@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo job: inventory of the sample archive shipped in tests/data, then aligned
-# S1+S2 and S2+DEM stacks with quicklooks under demo_output/. Rerunning it replaces
-# its own outputs (--overwrite is explicit).
+# The demo job on the sample archive shipped in tests/data: inventory, aligned S1+S2 and
+# S2+DEM stacks with quicklooks, the patch index, a layout and its tuple counts, and a
+# small training dataset with a preview, all under demo_output/. Rerunning it replaces
+# its stacks and preview (--overwrite is explicit) and resumes the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCHIVE=tests/data/archive
@@ -19,4 +20,29 @@ echo "== S2 + DEM stack: Slovenia, tile T33TVM, 2015-09-09 (THEIA + DEM in EPSG:
 decloud stack --archive "$ARCHIVE" --tile T33TVM --date 2015-09-09 --out "$OUT" --overwrite
 
 echo
-echo "Quicklooks: $(ls "$OUT"/*/*.png | tr '\n' ' ')"
+echo "== Patch index of the sample archive (16 px patches: the sample is 1 km wide) =="
+if [ -f "$OUT/catalog/catalog.sqlite" ]; then
+  decloud index add --archive "$ARCHIVE" --catalog "$OUT/catalog"
+else
+  decloud index build --archive "$ARCHIVE" --catalog "$OUT/catalog" --patch-size 16
+fi
+decloud index info "$OUT/catalog"
+
+echo
+echo "== A shipped acquisition layout and its tuples in the sample =="
+decloud layout show acquisition_layouts/os2-occitanie.yaml
+decloud layout count acquisition_layouts/os2-occitanie.yaml --catalog "$OUT/catalog"
+
+echo
+echo "== A small OS2 training dataset of the Belgian S1+S2 series (tile T31UFS) =="
+decloud layout count pipelines/demo-os2-belgium.yaml --catalog "$OUT/catalog" --tile T31UFS
+# Rerunning with the same plan resumes, or does nothing when the dataset is complete.
+decloud dataset create --catalog "$OUT/catalog" --layout pipelines/demo-os2-belgium.yaml \
+  --tile T31UFS --samples 48 --seed 0 --split train=0.75 --split valid=0.25 \
+  --split-block 1 --split-buffer 0 --patch-size 32 --bands10 B04,B08 --bands20 B11 \
+  --out "$OUT/dataset_os2" --quiet
+decloud dataset info "$OUT/dataset_os2"
+decloud dataset preview "$OUT/dataset_os2" "$OUT/dataset_os2_preview.png" --n 6 --overwrite
+
+echo
+echo "Quicklooks and previews: $(ls "$OUT"/*/*.png "$OUT"/*.png | tr '\n' ' ')"

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from decloud._version import __version__
+from decloud.cli.dataset import dataset
 from decloud.cli.index import index
 from decloud.cli.info import info
 from decloud.cli.inventory import inventory
@@ -47,3 +48,4 @@ cli.add_command(stack)
 cli.add_command(quicklook)
 cli.add_command(index)
 cli.add_command(layout)
+cli.add_command(dataset)

@@ -90,6 +90,11 @@ class PatchGrid:
             yield row0, Window(0, top, self.cols * self.cells, min(step, mask_grid.height - top))
 
 
+def _padded(window: Window, patches: PatchGrid) -> tuple[int, int]:
+    """Shape of a strip padded to whole patches."""
+    return math.ceil(window.height / patches.cells) * patches.cells, patches.cols * patches.cells
+
+
 def _per_patch(hits: np.ndarray, valid: np.ndarray, cells: int, cols: int) -> np.ndarray:
     """Percent of hits among valid pixels per patch, uint8; pads partial patches."""
     rows = math.ceil(hits.shape[0] / cells)
@@ -122,10 +127,9 @@ def s2_patch_stats(
     with nullcontext(pool) if pool is not None else RasterPool() as files:
         for row0, window in patches.strips():
             layer = product.mask(mask_grid, window, pool=files, band_nodata=False)
-            # Pixels past the grid's edge (partial last patch) are nodata too.
-            full = np.full((window.height, patches.cols * patches.cells), MaskClass.NODATA,
-                           np.uint8)
-            full[:, : layer.shape[1]] = layer
+            # Pixels past the grid's edge (partial last patches) are nodata too.
+            full = np.full(_padded(window, patches), MaskClass.NODATA, np.uint8)
+            full[: layer.shape[0], : layer.shape[1]] = layer
             nodata = full == MaskClass.NODATA
             ones = np.ones(full.shape, dtype=bool)
             rows = slice(row0, row0 + math.ceil(window.height / patches.cells))
@@ -154,8 +158,8 @@ def s1_patch_stats(
             # Nearest keeps this a pure validity test (no interpolation across nodata).
             data = image.read([band], mask_grid, window, pool=files, unit="linear",
                               resampling=Resampling.nearest)[0]
-            full = np.ones((window.height, patches.cols * patches.cells), dtype=bool)
-            full[:, : data.shape[1]] = ~(data > 0)
+            full = np.ones(_padded(window, patches), dtype=bool)
+            full[: data.shape[0], : data.shape[1]] = ~(data > 0)
             ones = np.ones(full.shape, dtype=bool)
             rows = slice(row0, row0 + math.ceil(window.height / patches.cells))
             out[rows] = _per_patch(full, ones, patches.cells, patches.cols)

@@ -128,3 +128,23 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert code == 2 and "--archive" in out
     code, out = run("inventory", "--archive", str(tmp_path))
     assert code == 1 and "S2/, S1/ or DEM/" in out
+
+
+def test_index_and_layout_count(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    code, out = run("index", "build", "--archive", str(ARCHIVE), "--catalog", str(catalog),
+                    "--patch-size", "32")
+    assert code == 0 and "added 31 product(s)" in out
+    code, out = run("index", "add", "--archive", str(ARCHIVE), "--catalog", str(catalog))
+    assert code == 0 and "added 0 product(s), 31 already indexed" in out
+    code, out = run("index", "info", str(catalog), "--json")
+    assert code == 0 and json.loads(out)["tiles"]["T31UFS"]["S2"]["products"] == 12
+    layout = Path(__file__).parents[2] / "acquisition_layouts" / "os2-occitanie.yaml"
+    code, out = run("layout", "count", str(layout), "--catalog", str(catalog), "--tile", "31UFS")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("T31UFS"))
+    assert int(row.split()[1]) > 0
+    code, out = run("index", "build", "--archive", str(ARCHIVE), "--catalog", str(catalog))
+    assert code == 1 and "exists already" in out
+    code, out = run("index", "info", str(tmp_path))
+    assert code == 1 and "no catalog here" in out

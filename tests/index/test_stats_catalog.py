@@ -29,7 +29,7 @@ def test_s2_stats_match_the_mask() -> None:
     cloud = np.isin(block, (MaskClass.CLOUD, MaskClass.CIRRUS)) & valid
     assert stats["cloud"][0, 1] == round(100 * cloud.sum() / valid.sum())
     # The last column of patches is 8 of its 32 px outside the tile: a quarter nodata.
-    assert (stats["nodata"][1:, 3] == 25).all()
+    assert (stats["nodata"][1:3, 3] == 25).all()
 
 
 def test_theia_edge_is_nodata_and_s1_stats() -> None:
@@ -37,7 +37,7 @@ def test_theia_edge_is_nodata_and_s1_stats() -> None:
     assert stats["nodata"][0, 0] == 60  # 12 of the first 20 columns are outside the swath
     s1 = open_product(S1_VV)
     nodata = s1_patch_stats(s1, PatchGrid(open_product(SAFE_PB0400).grid(), 32))["nodata"]
-    assert nodata[:, :3].max() == 0
+    assert nodata[:3, :3].max() == 0
 
 
 def test_patch_size_must_fit_mask_grid() -> None:
@@ -105,3 +105,11 @@ def test_two_processes_adding_at_once(tmp_path: Path) -> None:
         assert catalog.count("S2") == 17
         assert len(catalog.search()) == 17
         assert catalog.tiles() == ["T31UFS", "T33TVM"]
+
+
+def test_partial_last_row_counts_outside_as_nodata() -> None:
+    product = open_product(SAFE_PB0400)  # 120 x 120 px: a last row of patches 24/32 inside
+    stats = s2_patch_stats(product, PatchGrid(product.grid(), 32))
+    assert (stats["nodata"][3, :3] == 25).all() and stats["nodata"][3, 3] >= 43
+    s1 = s1_patch_stats(open_product(S1_VV), PatchGrid(product.grid(), 32))["nodata"]
+    assert (s1[3, :3] == 25).all()

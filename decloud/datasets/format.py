@@ -1,0 +1,185 @@
+"""The on-disk format of decloud training datasets: names, keys and their encodings.
+
+A dataset is a folder::
+
+    manifest.json               written last: its presence means the dataset is complete
+    plan.json                   the plan (samples, seeds, layout) and the writer settings
+    shards/<split>-00000.npz    fixed slices of each split's samples, in plan order
+
+Each shard is a plain ``.npz`` (``numpy.load`` reads it, no pickle) holding, for each
+key, an array ``(n, H, W, C)`` (channels last) and ``meta``, an array of ``n`` JSON
+strings describing each sample (tile, position, footprints, products and dates).
+Zip entries carry a fixed timestamp, so a shard's bytes depend only on its content.
+
+Keys of a layout with acquisitions ``a`` (see :meth:`decloud.layouts.Layout.keys`):
+
+============== ======= ==================== =============================================
+key            dtype   channels             values
+============== ======= ==================== =============================================
+``s2_a``       int16   B02 B03 B04 B08      reflectance x 10000, nodata -10000, 10 m
+``s2_20m_a``   int16   B05 B06 B07 B8A B11  reflectance x 10000, nodata -10000, on the
+                       B12                  20 m grid (half the patch size)
+``s2_mask_a``  uint8   mask                 :class:`~decloud.constants.MaskClass`, 255
+                                            nodata, 10 m
+``s1_a``       uint16  VV VH                prepared encoding (:mod:`decloud.s1`), 0
+                                            nodata, 10 m
+``dem``        float32 elevation            metres, nodata -32768, 10 m
+============== ======= ==================== =============================================
+
+Values are stored raw (encoded as above, not normalised): models normalise inside.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from decloud.constants import (
+    DEM_NODATA,
+    MASK_NODATA,
+    S1_LN_MAX,
+    S1_LN_MIN,
+    S1_NODATA,
+    S1_POLARISATIONS,
+    S2_NODATA,
+    S2_SCALE,
+)
+from decloud.errors import DatasetError
+from decloud.layouts import Layout
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "META_KEY",
+    "PLAN_FILE",
+    "SHARD_DIR",
+    "KeySpec",
+    "dataset_keys",
+    "shard_name",
+    "write_npz",
+]
+
+#: Name and version of the format, recorded in every manifest.
+FORMAT_NAME = "decloud-dataset"
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+PLAN_FILE = "plan.json"
+SHARD_DIR = "shards"
+#: The per-sample JSON descriptions in every shard.
+META_KEY = "meta"
+
+# Zip entries get this fixed time: a shard's bytes then depend only on its arrays.
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What one key of a dataset holds.
+
+    Attributes:
+        name: The key (``s2_t``, ``s2_20m_t``, ``s2_mask_t``, ``s1_t``, ``dem``).
+        kind: ``s2``, ``s2_20m``, ``s2_mask``, ``s1`` or ``dem``.
+        acquisition: The layout acquisition, None for ``dem``.
+        dtype: Numpy dtype name.
+        bands: Channel names, in order.
+        resolution: Pixel size in metres.
+        size: Patch side in pixels at that resolution.
+        nodata: The value of missing pixels.
+        scale: ``physical = value / scale`` where it applies (S2), else None.
+        encoding: How values encode physical quantities, in words.
+    """
+
+    name: str
+    kind: str
+    acquisition: str | None
+    dtype: str
+    bands: tuple[str, ...]
+    resolution: float
+    size: int
+    nodata: float
+    scale: float | None
+    encoding: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of one sample: ``(H, W, C)``."""
+        return self.size, self.size, len(self.bands)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready description (what the manifest records)."""
+        out = asdict(self)
+        out["bands"] = list(self.bands)
+        out["shape"] = list(self.shape)
+        return out
+
+
+_S2_ENCODING = f"reflectance x {S2_SCALE:g}, nodata {S2_NODATA}"
+_S1_ENCODING = (f"prepared: 1 + (clip(ln sigma0, {S1_LN_MIN:g}, {S1_LN_MAX:g}) - "
+                f"({S1_LN_MIN:g})) / {S1_LN_MAX - S1_LN_MIN:g} x 65534, nodata {S1_NODATA} "
+                "(decloud.s1.decode_prepared gives linear sigma0)")
+
+
+def dataset_keys(
+    layout: Layout, patch_size: int, bands10: tuple[str, ...], bands20: tuple[str, ...]
+) -> dict[str, KeySpec]:
+    """The keys of a layout's samples, in :meth:`Layout.keys` order.
+
+    Args:
+        layout: The layout.
+        patch_size: Patch side at 10 m (the 20 m keys have half of it).
+        bands10: S2 bands of the ``s2_<acq>`` keys (read at 10 m).
+        bands20: S2 bands of the ``s2_20m_<acq>`` keys (read at 20 m).
+    """
+    out: dict[str, KeySpec] = {}
+    names: list[str] = layout.keys()
+    for key in names:
+        # Acquisition names have no underscore (^[a-z][a-z0-9]*$): the split is exact.
+        parts = key.split("_")
+        acq = parts[-1] if key != "dem" else None
+        kind = "_".join(parts[:-1]) if acq is not None else "dem"
+        if kind == "s2":
+            spec = KeySpec(key, kind, acq, "int16", bands10, 10.0, patch_size, S2_NODATA,
+                           S2_SCALE, _S2_ENCODING)
+        elif kind == "s2_20m":
+            spec = KeySpec(key, kind, acq, "int16", bands20, 20.0, patch_size // 2, S2_NODATA,
+                           S2_SCALE, _S2_ENCODING)
+        elif kind == "s2_mask":
+            spec = KeySpec(key, kind, acq, "uint8", ("mask",), 10.0, patch_size, MASK_NODATA,
+                           None, "MaskClass: 0 clear, 1 cloud, 2 cirrus, 3 shadow, 255 nodata")
+        elif kind == "s1":
+            spec = KeySpec(key, kind, acq, "uint16", tuple(S1_POLARISATIONS), 10.0, patch_size,
+                           S1_NODATA, None, _S1_ENCODING)
+        elif kind == "dem":
+            spec = KeySpec(key, kind, None, "float32", ("elevation",), 10.0, patch_size,
+                           DEM_NODATA, None, f"metres, nodata {DEM_NODATA:g}")
+        else:
+            raise DatasetError(f"unknown dataset key {key!r}", field="layout")
+        out[key] = spec
+    return out
+
+
+def shard_name(split: str, number: int) -> str:
+    """File name of a shard, relative to the dataset folder."""
+    return f"{SHARD_DIR}/{split}-{number:05d}.npz"
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], *, compress: bool = False) -> None:
+    """Write arrays as an ``.npz`` that ``numpy.load`` reads, with fixed zip timestamps.
+
+    Unlike :func:`numpy.savez`, equal arrays give equal bytes (no write time inside).
+    """
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=method, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+            info.compress_type = method
+            info.external_attr = 0o644 << 16
+            with archive.open(info, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.ascontiguousarray(array),
+                                          allow_pickle=False)

@@ -1,0 +1,555 @@
+"""Writing a dataset plan as shards of patches, resumably and in parallel.
+
+Each split's samples are cut into fixed slices of ``shard_size`` (in plan order); each
+slice is one task that reads its patches and writes one shard under a temporary name,
+renamed into place when complete. A rerun with the same plan and settings keeps the
+complete shards and writes the missing ones; ``manifest.json`` is written last, so
+its presence means the dataset is complete. Tasks run in this process
+(``workers=1``), on a local Dask cluster of processes (``workers > 1``) or on a Dask
+scheduler (``scheduler="tcp://..."``), e.g. one started by dask-jobqueue on a cluster.
+
+Patches are read on the tile's grid registered in the catalog: a ``patch_size``
+window centred on the catalog patch, so windows may extend past the tile's edge
+(nodata there). The 20 m keys are read on the tile's 20 m grid over the same
+footprint (half the size, at half the offsets).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import shutil
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+from shapely.geometry import box, mapping
+from tqdm import tqdm
+
+from decloud._version import __version__
+from decloud.constants import (
+    DEM_NODATA,
+    S1_POLARISATIONS,
+    S2_10M_BANDS,
+    S2_20M_BANDS,
+    normalize_band_name,
+)
+from decloud.datasets.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    META_KEY,
+    PLAN_FILE,
+    SHARD_DIR,
+    KeySpec,
+    dataset_keys,
+    shard_name,
+    write_npz,
+)
+from decloud.datasets.plan import DatasetPlan, PlanSample
+from decloud.env import gdal_env
+from decloud.errors import DatasetError, DecloudError
+from decloud.grid import Grid, RasterKind, RasterPool, open_raster, read_on_grid, require_coverage
+from decloud.index.catalog import Catalog, ProductRecord
+from decloud.index.stats import PatchGrid
+from decloud.products import Dem, Product, S1Product, S2Product
+from decloud.s1 import encode_prepared
+from decloud.stack import encode_s2
+from decloud.writers import atomic_file
+
+__all__ = ["find_dem", "write_dataset"]
+
+
+@dataclass(frozen=True)
+class _SampleJob:
+    """A sample with everything needed to read it, without the catalog (picklable)."""
+
+    index: int
+    tile: str
+    row: int
+    col: int
+    s2: dict[str, ProductRecord | None]
+    s1: dict[str, ProductRecord | None]
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    """One shard to write: a task of its own (picklable, sent to Dask workers)."""
+
+    path: Path
+    split: str
+    samples: tuple[_SampleJob, ...]
+    keys: tuple[KeySpec, ...]
+    grids: dict[str, Grid]
+    dems: dict[str, str]
+    catalog_patch: int
+    patch_size: int
+    compress: bool
+
+
+# Reading ---------------------------------------------------------------------------
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _footprint(grid: Grid, window: Window) -> dict[str, Any]:
+    """The window's footprint as GeoJSON polygons in the tile CRS and in EPSG:4326."""
+    local = mapping(box(*grid.subgrid(window).bounds))
+    lonlat = transform_geom(grid.crs, "EPSG:4326", local)
+    return {"crs": grid.crs.to_string(), "tile_crs": json.loads(json.dumps(local)),
+            "epsg4326": json.loads(json.dumps(lonlat))}
+
+
+def _read_sample(
+    job: _ShardJob, sample: _SampleJob, products: dict[int, Product], pool: RasterPool
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read one sample's arrays ``(H, W, C)`` per key, and its meta description."""
+    grid = job.grids[sample.tile]
+    window = PatchGrid(grid, job.catalog_patch).window(sample.row, sample.col, job.patch_size)
+    half = job.patch_size // 2
+    # Offsets are even (checked up front): the 20 m window has exactly the same footprint.
+    window20 = Window(int(window.col_off) // 2, int(window.row_off) // 2, half, half)
+    grid20 = grid.at_resolution(20.0)
+
+    def opened(record: ProductRecord) -> Product:
+        if record.id not in products:
+            products[record.id] = record.open()
+        return products[record.id]
+
+    out: dict[str, np.ndarray] = {}
+    for spec in job.keys:
+        if spec.kind == "dem":
+            src = pool.get(job.dems[sample.tile])
+            # Read without a coverage test: the tile is covered (checked up front), the
+            # window's part past the tile's edge may not be, and is nodata then.
+            elevation = read_on_grid(src, grid, window, kind=RasterKind.ELEVATION)[0]
+            out[spec.name] = np.nan_to_num(elevation, nan=DEM_NODATA)[..., None]
+            continue
+        assert spec.acquisition is not None
+        if spec.kind == "s1":
+            s1_record = sample.s1[spec.acquisition]
+            assert s1_record is not None
+            s1 = opened(s1_record)
+            assert isinstance(s1, S1Product)
+            linear = s1.read(S1_POLARISATIONS, grid, window, pool=pool, unit="linear")
+            out[spec.name] = np.moveaxis(encode_prepared(linear), 0, -1)
+            continue
+        s2_record = sample.s2[spec.acquisition]
+        assert s2_record is not None
+        s2 = opened(s2_record)
+        assert isinstance(s2, S2Product)
+        if spec.kind == "s2":
+            data = encode_s2(s2.read(spec.bands, grid, window, pool=pool))
+        elif spec.kind == "s2_20m":
+            data = encode_s2(s2.read(spec.bands, grid20, window20, pool=pool))
+        else:
+            data = s2.mask(grid, window, pool=pool)[None]
+        out[spec.name] = np.moveaxis(data, 0, -1)
+
+    acquisitions: dict[str, dict[str, Any]] = {}
+    for name in sample.s2:
+        entry: dict[str, Any] = {}
+        for sensor, record in (("s2", sample.s2[name]), ("s1", sample.s1.get(name))):
+            if record is not None:
+                entry[sensor] = {"id": record.id, "name": opened(record).name,
+                                 "acquired": _iso(record.acquired)}
+        acquisitions[name] = entry
+    meta = {
+        "index": sample.index, "split": job.split, "tile": sample.tile, "row": sample.row,
+        "col": sample.col,
+        "window": {"col_off": int(window.col_off), "row_off": int(window.row_off),
+                   "width": job.patch_size, "height": job.patch_size},
+        "footprint": _footprint(grid, window),
+        "acquisitions": acquisitions,
+    }
+    return out, meta
+
+
+def _write_shard(job: _ShardJob) -> str:
+    """Read a shard's samples and write it atomically; returns its file name."""
+    n = len(job.samples)
+    arrays = {spec.name: np.full((n, *spec.shape), spec.nodata, dtype=spec.dtype)
+              for spec in job.keys}
+    metas: list[str] = []
+    products: dict[int, Product] = {}
+    # GDAL configuration is per thread and process: each task sets decloud's.
+    with gdal_env(), RasterPool() as pool:
+        for i, sample in enumerate(job.samples):
+            values, meta = _read_sample(job, sample, products, pool)
+            for key, array in values.items():
+                arrays[key][i] = array
+            metas.append(json.dumps(meta, separators=(",", ":")))
+    arrays[META_KEY] = np.array(metas, dtype=str)
+    with atomic_file(job.path, overwrite=True) as tmp:
+        write_npz(tmp, arrays, compress=job.compress)
+    return job.path.name
+
+
+# Checks before writing ---------------------------------------------------------------
+
+
+def find_dem(tile: str, records: Sequence[ProductRecord], dem_root: Path | None) -> Path | None:
+    """The DEM file of a tile: ``<dem_root>/<TILE>.tif`` (or ``<dem_root>/<TILE>/*.tif``).
+
+    Without ``dem_root``, the ``DEM`` folder of the archive the tile's S2 products are
+    in (``ARCHIVE/S2/<TILE>/<product>`` next to ``ARCHIVE/DEM``) is searched.
+    """
+    if dem_root is not None:
+        roots = [Path(dem_root)]
+    else:
+        roots = []
+        for record in records:
+            for parent in Path(record.path).parents[:3]:
+                candidate = parent / "DEM"
+                if candidate not in roots:
+                    roots.append(candidate)
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for stem in (tile, tile[1:]):
+            for suffix in (".tif", ".tiff", ".vrt"):
+                if (root / f"{stem}{suffix}").is_file():
+                    return root / f"{stem}{suffix}"
+        if (root / tile).is_dir():
+            found = sorted((root / tile).glob("*.tif"))
+            if found:
+                return found[0]
+    return None
+
+
+def _dems(catalog: Catalog, tiles: list[str], grids: dict[str, Grid],
+          dem_root: Path | None) -> dict[str, str]:
+    """Each tile's DEM, checked to cover the tile; an error names the tile otherwise."""
+    out: dict[str, str] = {}
+    for tile in tiles:
+        path = find_dem(tile, catalog.records(tile, "S2"), dem_root)
+        if path is None:
+            where = f"in {dem_root}" if dem_root else "next to the tile's S2 archive (DEM/)"
+            raise DatasetError(f"the layout asks for a DEM and there is none for tile {tile} "
+                               f"{where}; pass the DEM folder (dem_root, --dem-root)",
+                               path=dem_root, field="dem")
+        try:
+            dem = Dem.open(path)
+            with open_raster(dem.path) as src:
+                require_coverage(src.bounds, src.crs, grids[tile], path=str(path), what="DEM")
+        except DecloudError as err:
+            raise DatasetError(f"the DEM of tile {tile} cannot be used: {err.message}",
+                               path=path, field="dem") from err
+        out[tile] = str(path)
+    return out
+
+
+def _check_products(records: dict[int, ProductRecord], bands10: tuple[str, ...],
+                    bands20: tuple[str, ...]) -> None:
+    """Every product opens and has the bands asked for (before anything is written)."""
+    for record in records.values():
+        product = record.open()
+        wanted = (*bands10, *bands20) if record.sensor == "S2" else S1_POLARISATIONS
+        for band in wanted:
+            if band not in product.bands:
+                hint = ("; choose bands every product has with bands10/bands20 "
+                        "(--bands10/--bands20)") if record.sensor == "S2" else ""
+                raise DatasetError(
+                    f"product {product.name} has no band {band} (it has "
+                    f"{', '.join(product.band_names)}){hint}", path=record.path, field=band)
+
+
+def _bands(given: Sequence[str] | None, default: tuple[str, ...], what: str) -> tuple[str, ...]:
+    bands = tuple(normalize_band_name(b) for b in (given if given is not None else default))
+    if not bands:
+        raise DatasetError(f"{what} names no band", field=what)
+    if len(set(bands)) != len(bands):
+        raise DatasetError(f"{what} names a band twice: {', '.join(bands)}", field=what)
+    return bands
+
+
+# Folder state ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Refuse a second writer of the same folder (its shards would collide)."""
+    with (folder / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise DatasetError("another process is writing this dataset", path=folder) from err
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _stored_identity(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / PLAN_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetError(f"unreadable {PLAN_FILE} ({err}); pass overwrite to start again",
+                           path=folder / PLAN_FILE) from err
+    return {"fingerprint": data.get("fingerprint"), "writer": data.get("writer")}
+
+
+def _prepare(folder: Path, identity: dict[str, Any], plan: DatasetPlan, overwrite: bool) -> None:
+    """Make ``folder`` ready for this plan: new, resumed, or (overwrite) started again."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ours = {MANIFEST, PLAN_FILE, SHARD_DIR, ".lock"}
+    stored = _stored_identity(folder)
+    if stored is None:
+        others = sorted(p.name for p in folder.iterdir() if p.name not in ours)
+        if others or ((folder / MANIFEST).exists() and not overwrite):
+            raise DatasetError(f"the folder is not empty and holds no decloud dataset plan "
+                               f"({', '.join(others) or MANIFEST}); choose a new or empty "
+                               "folder", path=folder)
+    elif stored != identity:
+        if not overwrite:
+            what = "its plan (seed, layout or samples) differs" \
+                if stored["fingerprint"] != identity["fingerprint"] else \
+                "its writer settings (patch size, shard size, bands, DEMs) differ"
+            raise DatasetError(f"this folder holds another dataset: {what}; pass overwrite to "
+                               "replace it, or choose another folder", path=folder)
+    elif not overwrite:
+        return  # same dataset: resume
+    (folder / MANIFEST).unlink(missing_ok=True)
+    shutil.rmtree(folder / SHARD_DIR, ignore_errors=True)
+    with atomic_file(folder / PLAN_FILE, overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+                                   **identity, "plan": plan.to_dict()}, indent=1))
+
+
+def _shard_complete(job: _ShardJob) -> bool:
+    """Whether a shard file is there with every key and the right number of samples."""
+    if not job.path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(job.path) as archive:
+            names = set(archive.namelist())
+        if names != {f"{k.name}.npy" for k in job.keys} | {f"{META_KEY}.npy"}:
+            return False
+        with np.load(job.path, allow_pickle=False) as shard:
+            return int(shard[META_KEY].shape[0]) == len(job.samples)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+# Running -----------------------------------------------------------------------------
+
+
+def _run(jobs: list[_ShardJob], workers: int, scheduler: str | None, progress: bool,
+         fail_after: int | None) -> None:
+    """Write the shards in this process or on Dask; completed shards stay on an error."""
+    bar = tqdm(total=len(jobs), desc="dataset", unit="shard", disable=not progress)
+
+    def done(k: int) -> None:
+        bar.update()
+        if fail_after is not None and k + 1 >= fail_after:
+            raise DatasetError(f"simulated crash after {fail_after} shard(s) (test hook)")
+
+    try:
+        if scheduler is None and workers <= 1:
+            for k, job in enumerate(jobs):
+                _write_shard(job)
+                done(k)
+            return
+        from dask.distributed import Client, LocalCluster, as_completed
+
+        with contextlib.ExitStack() as stack:
+            if scheduler is not None:
+                client = stack.enter_context(Client(scheduler))
+            else:
+                cluster = stack.enter_context(LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True,
+                    dashboard_address=None))
+                client = stack.enter_context(Client(cluster))
+            futures = [client.submit(_write_shard, job, pure=False) for job in jobs]
+            for k, future in enumerate(as_completed(futures)):
+                future.result()  # re-raises a task's error here
+                done(k)
+    finally:
+        bar.close()
+
+
+def write_dataset(
+    catalog: Catalog,
+    plan: DatasetPlan,
+    out_dir: str | Path,
+    *,
+    patch_size: int = 256,
+    shard_size: int = 64,
+    workers: int = 1,
+    scheduler: str | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    bands10: Sequence[str] | None = None,
+    bands20: Sequence[str] | None = None,
+    dem_root: str | Path | None = None,
+    compress: bool = False,
+    _fail_after: int | None = None,
+) -> Path:
+    """Write a plan's samples as a dataset folder (see :mod:`decloud.datasets.format`).
+
+    Everything that can be checked is checked before anything is written: the plan's
+    products are in the catalog and have the bands asked for, and every tile has a
+    DEM covering it when the layout asks for one. Rerunning with the same plan and
+    settings resumes an interrupted run; a complete dataset is left as it is.
+
+    Args:
+        catalog: The catalog the plan was drawn from.
+        plan: The plan.
+        out_dir: The dataset folder (new, empty, or holding this plan's dataset).
+        patch_size: Patch side at 10 m, even; the window is centred on the catalog
+            patch, so ``catalog patch size - patch_size`` must be a multiple of 4
+            (keeps the 20 m window on whole pixels).
+        shard_size: Samples per shard.
+        workers: Processes of a local Dask cluster; 1 writes in this process.
+        scheduler: Address of a running Dask scheduler (``tcp://host:8786``); takes
+            precedence over ``workers``.
+        progress: Show a progress bar over shards.
+        overwrite: Replace a dataset of another plan (or settings) in ``out_dir``,
+            or rewrite this one from scratch.
+        bands10: S2 bands of the ``s2_<acq>`` keys; B02 B03 B04 B08 by default.
+        bands20: S2 bands of the ``s2_20m_<acq>`` keys; B05 B06 B07 B8A B11 B12 by default.
+        dem_root: Folder of ``<TILE>.tif`` DEMs; by default ``DEM/`` of the archive.
+        compress: Deflate the shards (smaller, slower to read).
+        _fail_after: Test hook: raise after this many shards (a simulated crash).
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        DatasetError: Invalid settings, a product lacking a band, a missing DEM, a
+            catalog that changed since the plan, or another dataset in ``out_dir``.
+    """
+    folder = Path(out_dir)
+    if patch_size <= 0 or patch_size % 2:
+        raise DatasetError(f"patch size must be a positive even number, not {patch_size}",
+                           field="patch_size")
+    if (plan.patch_size - patch_size) % 4:
+        raise DatasetError(
+            f"patch size {patch_size} cannot be centred on the catalog's {plan.patch_size} px "
+            "patches on whole 20 m pixels: their difference must be a multiple of 4",
+            field="patch_size")
+    if shard_size <= 0 or workers <= 0:
+        raise DatasetError(f"invalid shard size {shard_size} or workers {workers}",
+                           field="shard_size")
+    if plan.patch_size != catalog.patch_size:
+        raise DatasetError(f"the plan was drawn on {plan.patch_size} px patches, the catalog "
+                           f"has {catalog.patch_size} px ones", path=catalog.folder,
+                           field="patch_size")
+    if not plan.samples:
+        raise DatasetError("the plan has no sample", field="samples")
+    b10 = _bands(bands10, S2_10M_BANDS, "bands10")
+    b20 = _bands(bands20, S2_20M_BANDS, "bands20")
+    layout = plan.layout_model()
+    keys = dataset_keys(layout, patch_size, b10, b20)
+
+    ids = sorted({i for s in plan.samples for i in s.product_ids()})
+    records = {r.id: r for r in catalog.records(ids=ids)}
+    for pid in ids:
+        if pid not in records or records[pid].path != plan.products[pid]["path"]:
+            raise DatasetError(f"product {plan.products[pid]['path']} (id {pid}) of the plan "
+                               "is not in the catalog any more: draw the plan again",
+                               path=catalog.folder, field="plan")
+    grids: dict[str, Grid] = {}
+    for tile in sorted({s.tile for s in plan.samples}):
+        grid = catalog.tile_grid(tile)
+        if grid is None:
+            raise DatasetError(f"tile {tile} of the plan is not in the catalog",
+                               path=catalog.folder, field="tiles")
+        grids[tile] = grid
+    dems = _dems(catalog, sorted(grids), grids, Path(dem_root) if dem_root else None) \
+        if layout.dem else {}
+    with gdal_env():
+        _check_products(records, b10, b20)
+
+    jobs = _jobs(plan, folder, keys, records, grids, dems, patch_size, shard_size, compress)
+    identity = {"fingerprint": plan.fingerprint(), "writer": {
+        "patch_size": patch_size, "shard_size": shard_size, "bands10": list(b10),
+        "bands20": list(b20), "compress": compress, "dems": dems}}
+    folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(folder):
+        _prepare(folder, identity, plan, overwrite)
+        (folder / SHARD_DIR).mkdir(exist_ok=True)
+        # Temporary files of a run killed mid-shard (a clean failure removes its own).
+        for stale in (folder / SHARD_DIR).glob(".*.tmp*"):
+            stale.unlink(missing_ok=True)
+        todo = [job for job in jobs if not _shard_complete(job)]
+        if todo or not (folder / MANIFEST).is_file():
+            (folder / MANIFEST).unlink(missing_ok=True)
+            _run(todo, workers, scheduler, progress, _fail_after)
+            manifest = _manifest(plan, identity, keys, grids, dems, jobs, folder)
+            with atomic_file(folder / MANIFEST, overwrite=True) as tmp:
+                tmp.write_text(json.dumps(manifest, indent=1))
+    return folder
+
+
+def _jobs(plan: DatasetPlan, folder: Path, keys: dict[str, KeySpec],
+          records: dict[int, ProductRecord], grids: dict[str, Grid], dems: dict[str, str],
+          patch_size: int, shard_size: int, compress: bool) -> list[_ShardJob]:
+    """Fixed slices of each split's samples, in plan order."""
+    jobs = []
+    for split in plan.split_names:
+        samples = plan.split(split)
+        for number, start in enumerate(range(0, len(samples), shard_size)):
+            chunk = samples[start:start + shard_size]
+            tiles = {s.tile for s in chunk}
+            jobs.append(_ShardJob(
+                path=folder / shard_name(split, number), split=split,
+                samples=tuple(_sample_job(start + i, s, records) for i, s in enumerate(chunk)),
+                keys=tuple(keys.values()), grids={t: grids[t] for t in tiles},
+                dems={t: dems[t] for t in tiles if t in dems}, catalog_patch=plan.patch_size,
+                patch_size=patch_size, compress=compress))
+    return jobs
+
+
+def _sample_job(index: int, sample: PlanSample, records: dict[int, ProductRecord]) -> _SampleJob:
+    return _SampleJob(
+        index=index, tile=sample.tile, row=sample.row, col=sample.col,
+        s2={a: None if i is None else records[i] for a, i in sample.s2.items()},
+        s1={a: None if i is None else records[i] for a, i in sample.s1.items()})
+
+
+def _manifest(plan: DatasetPlan, identity: dict[str, Any], keys: dict[str, KeySpec],
+              grids: dict[str, Grid], dems: dict[str, str], jobs: list[_ShardJob],
+              folder: Path) -> dict[str, Any]:
+    splits: dict[str, Any] = {}
+    for split in plan.split_names:
+        mine = [j for j in jobs if j.split == split]
+        splits[split] = {
+            "samples": sum(len(j.samples) for j in mine),
+            "shards": [{"file": str(j.path.relative_to(folder)), "samples": len(j.samples)}
+                       for j in mine]}
+    return {
+        "format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+        "decloud_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "layout": plan.layout, "resolved_layout": plan.resolved_layout,
+        "seed": plan.seed, "sampler": plan.sampler, "per_position": plan.per_position,
+        "requested": plan.requested, "split_config": plan.split_config,
+        "catalog": plan.catalog, "catalog_patch_size": plan.patch_size,
+        "plan": PLAN_FILE, "plan_fingerprint": identity["fingerprint"],
+        "patch_size": identity["writer"]["patch_size"],
+        "shard_size": identity["writer"]["shard_size"],
+        "compressed": identity["writer"]["compress"],
+        "layout_order": "arrays are (n, H, W, C): samples, rows, columns, channels",
+        "keys": {k: spec.describe() for k, spec in keys.items()},
+        "meta": {"key": META_KEY, "dtype": "str",
+                 "content": "one JSON object per sample: index, split, tile, row, col, window "
+                            "(10 m pixels of the tile grid), footprint (GeoJSON in the tile "
+                            "CRS and EPSG:4326), acquisitions (per acquisition: s2/s1 product "
+                            "id, name, acquired)"},
+        "splits": splits,
+        "tiles": {t: {"crs": g.crs.to_string(), "crs_wkt": g.crs.to_wkt(),
+                      "transform": list(g.transform)[:6], "width": g.width, "height": g.height,
+                      "dem": dems.get(t)} for t, g in grids.items()},
+    }

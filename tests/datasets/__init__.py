@@ -1,0 +1,1 @@
+"""Training datasets: plans, shards, resume, readers, preview and the CLI."""

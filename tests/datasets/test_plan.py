@@ -1,0 +1,123 @@
+"""Dataset plans: reproducible with a seed, split-aware, JSON round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rasterio.warp import transform_bounds
+
+from decloud.datasets import DatasetPlan, plan_dataset
+from decloud.datasets.plan import allocate, derive_seed
+from decloud.errors import DatasetError
+from decloud.index.catalog import Catalog
+from decloud.index.search import TileStack
+from decloud.index.splits import block_splits
+from decloud.layouts import Layout
+from tests.datasets.conftest import SEED, TILE, N
+
+
+def test_same_seed_same_plan_other_seed_differs(catalog: Catalog, layout: Layout,
+                                                plan: DatasetPlan) -> None:
+    again = plan_dataset(catalog, layout, [TILE], N, seed=SEED)
+    assert again.to_dict() == plan.to_dict()
+    assert again.fingerprint() == plan.fingerprint()
+    other = plan_dataset(catalog, layout, [TILE], N, seed=SEED + 1)
+    assert other.fingerprint() != plan.fingerprint()
+    assert [(s.row, s.col, s.s2, s.s1) for s in other.samples] != \
+        [(s.row, s.col, s.s2, s.s1) for s in plan.samples]
+
+
+def test_plan_content(catalog: Catalog, plan: DatasetPlan) -> None:
+    assert len(plan) == N and plan.counts() == {"train": N}
+    assert plan.tiles == [TILE] and plan.patch_size == 32 and plan.seed == SEED
+    # The random bound of t was drawn; the layout as given keeps it.
+    t_cloud = plan.resolved_layout["acquisitions"]["t"]["s2"]["cloud"]
+    assert isinstance(t_cloud[0], int | float) and 1 <= t_cloud[0] <= 5
+    assert plan.layout["acquisitions"]["t"]["s2"]["cloud"][0] == {"randint": [1, 5]}
+    stack = TileStack.load(catalog, TILE)
+    ids2 = {r.id: r for r in stack.s2}
+    for sample in plan.samples:
+        assert set(sample.s2) == {"tm1", "t", "target", "tp1"}
+        assert sample.s1["target"] is None and sample.s1["t"] is not None
+        t = ids2[sample.s2["t"]]  # type: ignore[index]
+        target = ids2[sample.s2["target"]]  # type: ignore[index]
+        assert abs((target.acquired - t.acquired).total_seconds()) <= 120 * 3600
+        for pid in sample.product_ids():
+            assert plan.products[pid]["path"]
+
+
+def test_json_round_trip(plan: DatasetPlan, tmp_path: Path) -> None:
+    path = plan.save(tmp_path / "plan.json")
+    loaded = DatasetPlan.load(path)
+    assert loaded == plan and loaded.fingerprint() == plan.fingerprint()
+    # Acquisition order (the order of the dataset keys) survives JSON.
+    assert list(loaded.layout_model().acquisitions) == ["tm1", "t", "target", "tp1"]
+    data = json.loads(path.read_text())
+    data["version"] = 99
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match="version"):
+        DatasetPlan.load(tmp_path / "bad.json")
+
+
+def test_block_splits(catalog: Catalog, layout: Layout) -> None:
+    splits = {"train": 0.5, "val": 0.5}
+    plan = plan_dataset(catalog, layout, [TILE], 6, seed=3, splits=splits, split_block=1,
+                        split_buffer=0)
+    split_map, names = block_splits(TileStack.load(catalog, TILE).patches.shape, splits,
+                                    block=1, buffer=0, seed=3)
+    assert plan.split_names == names == ["train", "val"]
+    assert sum(plan.counts().values()) <= 6
+    for sample in plan.samples:
+        assert names[split_map[sample.row, sample.col]] == sample.split
+    assert plan.samples == sorted(plan.samples, key=lambda s: names.index(s.split))
+
+
+def test_constant_sampler_spreads_positions(catalog: Catalog, layout: Layout) -> None:
+    plan = plan_dataset(catalog, layout, [TILE], 3, sampler="constant", seed=1)
+    positions = [(s.row, s.col) for s in plan.samples]
+    # Two positions have tuples: the last, partial row of patches is mostly nodata.
+    assert len(positions) == len(set(positions)) == 2
+    seasonal = plan_dataset(catalog, layout, [TILE], 4, sampler="seasonal", seed=1)
+    assert len(seasonal) == 4 and seasonal.sampler == "seasonal"
+
+
+def test_bad_arguments(catalog: Catalog, layout: Layout) -> None:
+    with pytest.raises(DatasetError, match="sampler"):
+        plan_dataset(catalog, layout, [TILE], 4, sampler="nope")
+    with pytest.raises(DatasetError, match="not both"):
+        plan_dataset(catalog, layout, [TILE], 4, splits={"a": 1.0}, rois={"b": Path("x")})
+    with pytest.raises(DatasetError, match="positive"):
+        plan_dataset(catalog, layout, [TILE], 0)
+    with pytest.raises(DatasetError, match="no tuple"):
+        plan_dataset(catalog, layout, ["T33TVM"], 4)  # no S1 there
+
+
+def test_allocate_and_seeds() -> None:
+    assert allocate(10, [0.7, 0.3]) == [7, 3]
+    assert allocate(5, [1, 1, 1]) == [2, 2, 1]
+    assert allocate(4, [0, 3, 1]) == [0, 3, 1]
+    assert sum(allocate(7, [0.2, 0.5, 0.3])) == 7
+    assert derive_seed(1, "T31UFS", "train") == derive_seed(1, "T31UFS", "train")
+    assert len({derive_seed(1, "T31UFS", "train"), derive_seed(1, "T31UFS", "val"),
+                derive_seed(2, "T31UFS", "train")}) == 3
+    assert np.iinfo(np.uint32).max >= derive_seed(0, "x") >= 0
+
+
+def test_roi_splits(catalog: Catalog, layout: Layout, tmp_path: Path) -> None:
+    grid = catalog.tile_grid(TILE)
+    assert grid is not None
+    west, south, east, north = transform_bounds(grid.crs, "EPSG:4326", *grid.bounds)
+    rois = {}
+    for name, (w, s, e, n) in {"everywhere": (west - 1, south - 1, east + 1, north + 1),
+                               "elsewhere": (0.0, 0.0, 0.1, 0.1)}.items():
+        rois[name] = tmp_path / f"{name}.geojson"
+        rois[name].write_text(json.dumps({"type": "FeatureCollection", "features": [{
+            "type": "Feature", "properties": {},
+            "geometry": {"type": "Polygon",
+                         "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}}]}))
+    plan = plan_dataset(catalog, layout, [TILE], 5, seed=0, rois=rois)
+    assert plan.counts() == {"everywhere": 5, "elsewhere": 0}
+    assert plan.split_config["kind"] == "rois"
