@@ -27,7 +27,10 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_read_tile.py
+	cd benchmarks && ../$(BIN)/python bench_read_tile.py
+	cd benchmarks && ../$(BIN)/python bench_stats.py
+	cd benchmarks && ../$(BIN)/python bench_index.py
+	cd benchmarks && ../$(BIN)/python bench_dataset.py
 
 # Rebuild tests/data/archive from ../shared/data (needs the shared data folder).
 fixtures: $(STAMP)

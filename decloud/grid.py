@@ -410,29 +410,32 @@ def _read_upsampled(
     rmin, rmax = int(r0.min()), int(r1.max())
     data = src.read(list(indexes), window=Window(cmin, rmin, cmax - cmin + 1, rmax - rmin + 1))
     c0, c1, r0, r1 = c0 - cmin, c1 - cmin, r0 - rmin, r1 - rmin
-    inside = rin[:, None] & cin[None, :]
+    # Target pixels inside the source form one block: copy it by slicing, not masking.
+    rows, cols = np.flatnonzero(rin), np.flatnonzero(cin)
+    block = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     if not bilinear:
-        picked = data[:, r0][:, :, c0]
+        picked = data[:, r0[block[1]]][:, :, c0[block[2]]]
         if kind.continuous:
             picked = picked.astype(np.float32)
             if nodata is not None:
                 picked[picked == nodata] = np.nan
-        out[:, inside] = picked[:, inside]
+        out[block] = picked
         return out
-    values = data.astype(np.float32)
-    valid = np.ones(values.shape, np.float32) if nodata is None else (data != nodata).astype(
-        np.float32)
-    values *= valid
-    wc32, wr32 = wc.astype(np.float32), wr.astype(np.float32)
+    c0, c1, wc = c0[block[2]], c1[block[2]], wc[block[2]].astype(np.float32)
+    r0, r1, wr = r0[block[1]], r1[block[1]], wr[block[1]].astype(np.float32)
 
     def interpolate(a: np.ndarray) -> np.ndarray:
-        cols = a[:, :, c0] * (1 - wc32) + a[:, :, c1] * wc32
-        return cols[:, r0, :] * (1 - wr32)[:, None] + cols[:, r1, :] * wr32[:, None]
+        cols = a[:, :, c0] * (1 - wc) + a[:, :, c1] * wc
+        return cols[:, r0, :] * (1 - wr)[:, None] + cols[:, r1, :] * wr[:, None]
 
-    total, weight = interpolate(values), interpolate(valid)
+    missing = None if nodata is None else data == nodata
+    if missing is None or not missing.any():
+        out[block] = interpolate(data.astype(np.float32))
+        return out
+    valid = (~missing).astype(np.float32)
+    total = interpolate(np.where(missing, np.float32(0), data.astype(np.float32)))
     with np.errstate(divide="ignore", invalid="ignore"):
-        result = total / weight  # 0 / 0: no valid neighbour, NaN
-    out[:, inside] = result[:, inside]
+        out[block] = total / interpolate(valid)  # 0 / 0: no valid neighbour, NaN
     return out
 
 

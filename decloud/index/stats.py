@@ -95,17 +95,15 @@ def _padded(window: Window, patches: PatchGrid) -> tuple[int, int]:
     return math.ceil(window.height / patches.cells) * patches.cells, patches.cols * patches.cells
 
 
-def _per_patch(hits: np.ndarray, valid: np.ndarray, cells: int, cols: int) -> np.ndarray:
-    """Percent of hits among valid pixels per patch, uint8; pads partial patches."""
-    rows = math.ceil(hits.shape[0] / cells)
-    shape = (rows * cells, cols * cells)
+def _count(hits: np.ndarray, cells: int) -> np.ndarray:
+    """Hits per patch of a strip padded to whole patches, int32."""
+    rows, cols = hits.shape[0] // cells, hits.shape[1] // cells
+    return hits.view(np.uint8).reshape(rows, cells, cols, cells).sum(axis=(1, 3),
+                                                                    dtype=np.int32)
 
-    def blocks(a: np.ndarray) -> np.ndarray:
-        padded = np.zeros(shape, dtype=np.int32)
-        padded[: a.shape[0], : a.shape[1]] = a
-        return padded.reshape(rows, cells, cols, cells).sum(axis=(1, 3))
 
-    count, total = blocks(hits), blocks(valid)
+def _percent(count: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Rounded percentage as uint8, 0 where the total is 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
         pct = np.where(total > 0, np.rint(100.0 * count / np.maximum(total, 1)), 0)
     return pct.astype(np.uint8)
@@ -130,15 +128,16 @@ def s2_patch_stats(
             # Pixels past the grid's edge (partial last patches) are nodata too.
             full = np.full(_padded(window, patches), MaskClass.NODATA, np.uint8)
             full[: layer.shape[0], : layer.shape[1]] = layer
-            nodata = full == MaskClass.NODATA
-            ones = np.ones(full.shape, dtype=bool)
-            rows = slice(row0, row0 + math.ceil(window.height / patches.cells))
-            out["nodata"][rows] = _per_patch(nodata, ones, patches.cells, patches.cols)
-            valid = ~nodata
-            cloud = (full == MaskClass.CLOUD) | (full == MaskClass.CIRRUS)
-            out["cloud"][rows] = _per_patch(cloud, valid, patches.cells, patches.cols)
-            out["shadow"][rows] = _per_patch(full == MaskClass.SHADOW, valid, patches.cells,
-                                             patches.cols)
+            rows = slice(row0, row0 + full.shape[0] // patches.cells)
+            area = patches.cells * patches.cells
+            nodata = _count(full == MaskClass.NODATA, patches.cells)
+            valid = area - nodata
+            out["nodata"][rows] = _percent(nodata, np.full_like(nodata, area))
+            # Cloud and cirrus are classes 1 and 2: one unsigned comparison finds both.
+            cloud = _count((full - np.uint8(1)) < 2, patches.cells)
+            out["cloud"][rows] = _percent(cloud, valid)
+            shadow = _count(full == MaskClass.SHADOW, patches.cells)
+            out["shadow"][rows] = _percent(shadow, valid)
     return out
 
 
@@ -160,7 +159,8 @@ def s1_patch_stats(
                               resampling=Resampling.nearest)[0]
             full = np.ones(_padded(window, patches), dtype=bool)
             full[: data.shape[0], : data.shape[1]] = ~(data > 0)
-            ones = np.ones(full.shape, dtype=bool)
-            rows = slice(row0, row0 + math.ceil(window.height / patches.cells))
-            out[rows] = _per_patch(full, ones, patches.cells, patches.cols)
+            rows = slice(row0, row0 + full.shape[0] // patches.cells)
+            area = patches.cells * patches.cells
+            nodata = _count(full, patches.cells)
+            out[rows] = _percent(nodata, np.full_like(nodata, area))
     return {"nodata": out}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -312,25 +312,32 @@ class S2Product(Product):
         return out
 
 
+_PRIORITY = (MaskClass.SHADOW, MaskClass.CIRRUS, MaskClass.CLOUD, MaskClass.NODATA)
+
+
+def _apply(raw: np.ndarray, hits: Callable[[np.ndarray, MaskClass], np.ndarray]) -> np.ndarray:
+    """Class layer by priority; through a lookup table for 8- and 16-bit masks (fast)."""
+    if raw.dtype in (np.uint8, np.uint16):
+        values = np.arange(np.iinfo(raw.dtype).max + 1, dtype=raw.dtype)
+        lut = np.zeros(values.shape, np.uint8)
+        for cls in _PRIORITY:
+            lut[hits(values, cls)] = cls
+        return lut[raw]
+    layer = np.zeros(raw.shape, dtype=np.uint8)
+    for cls in _PRIORITY:
+        layer[hits(raw, cls)] = cls
+    return layer
+
+
 def classes_from_values(raw: np.ndarray, table: Mapping[MaskClass, Sequence[int]]) -> np.ndarray:
     """Map the integer classes of a mask raster to a MaskClass layer, by priority."""
-    layer = np.zeros(raw.shape, dtype=np.uint8)
-    for cls in (MaskClass.SHADOW, MaskClass.CIRRUS, MaskClass.CLOUD, MaskClass.NODATA):
-        values = table.get(cls, ())
-        if values:
-            layer[np.isin(raw, list(values))] = cls
-    return layer
+    return _apply(raw, lambda v, cls: np.isin(v, list(table.get(cls, ()))))
 
 
 def classes_from_bits(raw: np.ndarray, table: Mapping[MaskClass, Sequence[int]]) -> np.ndarray:
     """Map the bit flags of a mask raster to a MaskClass layer, by priority."""
-    layer = np.zeros(raw.shape, dtype=np.uint8)
-    for cls in (MaskClass.SHADOW, MaskClass.CIRRUS, MaskClass.CLOUD):
-        bits = table.get(cls, ())
-        if bits:
-            flags = sum(1 << b for b in bits)
-            layer[(raw.astype(np.int64) & flags) != 0] = cls
-    return layer
+    flags = {cls: sum(1 << b for b in table.get(cls, ())) for cls in _PRIORITY}
+    return _apply(raw, lambda v, cls: (v.astype(np.int64) & flags[cls]) != 0)
 
 
 def read_mask(mask: MaskFile, grid: Grid, window: Window | None,

@@ -197,3 +197,44 @@ def test_a_running_scheduler_writes_the_same_dataset(catalog: Catalog, plan: Dat
         out = write_dataset(catalog, plan, tmp_path / "ds", **WRITE,
                             scheduler=cluster.scheduler_address)
     assert shard_files(out) == shard_files(reference)
+
+
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+from decloud.datasets import DatasetPlan, write_dataset
+import decloud.datasets.writer as writer
+from decloud.index.catalog import Catalog
+
+done = []
+original = writer._write_shard
+def write_then_die(job):
+    name = original(job)
+    done.append(name)
+    if len(done) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, like a power cut
+    return name
+writer._write_shard = write_then_die
+catalog = Catalog.open(sys.argv[1])
+write_dataset(catalog, DatasetPlan.load(Path(sys.argv[2])), Path(sys.argv[3]),
+              patch_size=32, shard_size=3, progress=False, bands10=["B04", "B08"],
+              bands20=["B11"])
+"""
+
+
+def test_killed_process_resumes_to_the_same_dataset(catalog: Catalog, plan: DatasetPlan,
+                                                    reference: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    plan_file = tmp_path / "plan.json"
+    plan.save(plan_file)
+    out = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(catalog.folder), str(plan_file),
+                           str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (out / "manifest.json").exists() and len(shard_files(out)) == 2
+    write_dataset(catalog, plan, out, **WRITE)
+    assert shard_files(out) == shard_files(reference)
+    assert len(TrainingDataset(out)) == N
