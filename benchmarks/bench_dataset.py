@@ -658,7 +658,7 @@ def profile_writer(catalog: Catalog, plan: DatasetPlan, groups: list[list[list[R
         unprofiled_s = min(unprofiled_s, _timed(lambda: write_one_worker(catalog, first, out))[0])
         shutil.rmtree(out, ignore_errors=True)
     prof = cProfile.Profile()
-    rasterio.io.DatasetReader.read = _gdal_read  # type: ignore[method-assign]
+    rasterio.io.DatasetReader.read = _gdal_read
     try:
         t0 = time.perf_counter()
         prof.enable()
@@ -666,7 +666,7 @@ def profile_writer(catalog: Catalog, plan: DatasetPlan, groups: list[list[list[R
         prof.disable()
         profiled_s = time.perf_counter() - t0
     finally:
-        rasterio.io.DatasetReader.read = _BASE_READ  # type: ignore[method-assign]
+        rasterio.io.DatasetReader.read = _BASE_READ
     shutil.rmtree(out, ignore_errors=True)
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)

@@ -435,7 +435,13 @@ def _read_upsampled(
     valid = (~missing).astype(np.float32)
     total = interpolate(np.where(missing, np.float32(0), data.astype(np.float32)))
     with np.errstate(divide="ignore", invalid="ignore"):
-        out[block] = total / interpolate(valid)  # 0 / 0: no valid neighbour, NaN
+        result = total / interpolate(valid)
+    # Like GDAL's warper: a pixel whose own (nearest) source pixel is nodata stays nodata.
+    n0, _, _, _ = _axis(col_off, dst.width, k, src_grid.width, bilinear=False)
+    m0, _, _, _ = _axis(row_off, dst.height, k, src_grid.height, bilinear=False)
+    own = missing[:, (m0 - rmin)[block[1]]][:, :, (n0 - cmin)[block[2]]]
+    result[own] = np.nan
+    out[block] = result
     return out
 
 

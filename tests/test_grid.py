@@ -137,3 +137,20 @@ def test_fast_upsampling_matches_gdal_warper(resampling: Resampling) -> None:
                             resampling, 0, 0)
     np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-3)
+
+
+def test_fast_upsampling_keeps_interior_holes_like_gdal(tmp_path: Path) -> None:
+    from decloud.grid import _read_warped
+
+    rng = np.random.default_rng(1)
+    values = rng.integers(100, 5000, (30, 30)).astype(np.int16)
+    values[rng.random((30, 30)) < 0.15] = -10000
+    src_path = write(tmp_path / "holes.tif", values, 20.0, nodata=-10000)
+    grid = grid10(60, 60)
+    window = Window(-3, 5, 50, 57)
+    with rasterio.open(src_path) as src:
+        fast = read_on_grid(src, grid, window)
+        slow = _read_warped(src, grid.subgrid(window), (1,), RasterKind.REFLECTANCE,
+                            Resampling.bilinear, -10000, 0)
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-2)

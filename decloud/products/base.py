@@ -168,13 +168,15 @@ class Product:
         """
         grid = grid if grid is not None else self.grid(pool=pool)
         files = [self.band(b) for b in bands]
-        layers = []
-        for bf in files:
+        target = grid.subgrid(window) if window is not None else grid
+        out = np.empty((len(files), target.height, target.width), np.float32)
+        for i, bf in enumerate(files):
             src: Any = pool.get(bf.path) if pool is not None else bf.path
-            raw = read_on_grid(src, grid, window, indexes=(bf.index,), kind=self.raster_kind,
-                               resampling=resampling, src_nodata=bf.nodata)[0]
-            layers.append(self._to_physical(raw, bf))
-        return np.stack(layers)
+            out[i] = read_on_grid(src, grid, window, indexes=(bf.index,),
+                                  kind=self.raster_kind, resampling=resampling,
+                                  src_nodata=bf.nodata)[0]
+            self._to_physical(out[i], bf)
+        return out
 
     def _to_physical(self, raw: np.ndarray, band: BandFile) -> np.ndarray:
         """Turn resampled DN (float32, NaN nodata) into physical values."""
