@@ -39,6 +39,8 @@ from decloud.constants import (
     S1_POLARISATIONS,
     S2_10M_BANDS,
     S2_20M_BANDS,
+    S2_NODATA,
+    MaskClass,
     normalize_band_name,
 )
 from decloud.datasets.format import (
@@ -126,6 +128,7 @@ def _read_sample(
         return products[record.id]
 
     out: dict[str, np.ndarray] = {}
+    band_nodata: dict[str, np.ndarray] = {}
     for spec in job.keys:
         if spec.kind == "dem":
             src = pool.get(job.dems[sample.tile])
@@ -149,8 +152,13 @@ def _read_sample(
         assert isinstance(s2, S2Product)
         if spec.kind == "s2":
             data = encode_s2(s2.read(spec.bands, grid, window, pool=pool))
+            # The mask key reuses this read for band nodata instead of reading again.
+            band_nodata[spec.acquisition] = data[0] == S2_NODATA
         elif spec.kind == "s2_20m":
             data = encode_s2(s2.read(spec.bands, grid20, window20, pool=pool))
+        elif spec.acquisition in band_nodata:
+            data = s2.mask(grid, window, pool=pool, band_nodata=False)[None]
+            data[0][band_nodata[spec.acquisition]] = MaskClass.NODATA
         else:
             data = s2.mask(grid, window, pool=pool)[None]
         out[spec.name] = np.moveaxis(data, 0, -1)
