@@ -995,12 +995,13 @@ def findings(res: dict[str, Any]) -> list[str]:
             f"{env['total_seconds']:.2f} s under decloud's settings against "
             f"{raw['total_seconds']:.2f} s under GDAL's defaults.")
     rw, rr = part(w, "gdal_read"), part(raw, "gdal_read")
+    more = rw["calls"] - rr["calls"]
     lines.append(
         f"- GDAL window reads: {rw['seconds']:.2f} s for {rw['calls']} reads in the writer, "
-        f"{rr['seconds']:.2f} s for {rr['calls']} in the raw reads; the writer reads "
-        f"{rw['calls'] - rr['calls']} windows more ({(rw['calls'] - rr['calls']) / samples:.1f}"
-        " per sample: S2Product.mask(band_nodata=True) reads the finest band again for each "
-        "S2 acquisition, already read for the s2 key).")
+        f"{rr['seconds']:.2f} s for {rr['calls']} in the raw reads"
+        + (f"; the writer reads {more} windows more ({more / samples:.1f} per sample: "
+           "S2Product.mask(band_nodata=True) reads the finest band again)." if more > 0
+           else ": the same windows."))
     ow, orr = part(w, "gdal_open"), part(raw, "gdal_open")
     inside = w.get("nested", {}).get("gdal_open in product_open", {"seconds": 0.0, "calls": 0})
     po = part(w, "product_open")

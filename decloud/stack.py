@@ -40,6 +40,7 @@ from decloud.constants import (
     S2_NODATA,
     S2_RGB,
     S2_SCALE,
+    MaskClass,
     normalize_band_name,
 )
 from decloud.grid import Grid, RasterPool
@@ -124,8 +125,12 @@ def build_stack(
             for writer in writers.values():
                 open_writers.enter_context(writer)
             for window, _ in tqdm(windows, desc=name, disable=not progress, unit="window"):
-                writers["s2"].write(encode_s2(s2.read(bands, grid, window, pool=pool)), window)
-                writers["s2_mask"].write(s2.mask(grid, window, pool=pool)[None], window)
+                reflectance = s2.read(bands, grid, window, pool=pool)
+                writers["s2"].write(encode_s2(reflectance), window)
+                # A pixel missing any band is nodata; taken from the read above, not read again.
+                mask = s2.mask(grid, window, pool=pool, band_nodata=False)
+                mask[np.isnan(reflectance).any(axis=0)] = MaskClass.NODATA
+                writers["s2_mask"].write(mask[None], window)
                 if s1 is not None:
                     linear = s1.read(S1_POLARISATIONS, grid, window, pool=pool, unit="linear")
                     writers["s1"].write(encode_prepared(linear), window)
