@@ -103,8 +103,7 @@ def _input(key: str, channels: int, resolution: float, bands: tuple[str, ...],
     x = graph.mark(Normalize(scale, nodata, name=f"normalize_{key}")(tensor),
                    resolution / 10.0, resolution / 10.0)
     if resolution == 20.0:
-        x = graph.apply(layers.UpSampling2D(2, interpolation="bilinear", name=f"up_{key}"),
-                        x, kernel=2, up=2)
+        x = graph.apply(Upsample2x(name=f"up_{key}"), x, kernel=2, up=2)
     return x
 
 
@@ -187,8 +186,9 @@ def _unet(config: ModelConfig, net: UNetConfig) -> tuple[keras.Model, ModelSpec]
     out_specs = {target: InputSpec(target, len(bands), 10.0, bands)}
     rf = graph.rf(out)[0]
     if net.output_20m:
-        source = half if half is not None else x
-        y = graph.apply(layers.AveragePooling2D(2, name="to_20m"), source, kernel=2, stride=2)
+        # Decoder features at half resolution are already on the 20 m grid.
+        y = half if half is not None else graph.apply(
+            layers.AveragePooling2D(2, name="to_20m"), x, kernel=2, stride=2)
         y = graph.apply(_conv(len(bands20), "head_20m", kernel=1, activation=None), y)
         key = f"s2_20m_{config.target}"
         outputs[key] = layers.Activation("linear", name=key)(Denormalize()(y))
@@ -248,6 +248,43 @@ def _resnet(config: ModelConfig, net: ResNetConfig) -> tuple[keras.Model, ModelS
     spec = ModelSpec(config.name, config, specs, out_specs, 2 if n20 else 1,
                      int(graph.rf(x)[0]))
     return model, spec
+
+
+@keras.saving.register_keras_serializable(package="decloud")
+class Upsample2x(keras.layers.Layer):
+    """Bilinear upsampling by 2 with pixel-area geometry (as GDAL), any input size.
+
+    Each output pixel is 3/4 of the source pixel it lies in plus 1/4 of the neighbour on
+    its side (edges replicate). Written with slicing and reshapes so that inputs of
+    unknown height and width trace on TensorFlow, JAX and in exported graphs.
+    """
+
+    @staticmethod
+    def _axis(x: Any, axis: int) -> Any:
+        first = ops.take(x, ops.convert_to_tensor([0]), axis=axis)
+        size = ops.shape(x)[axis]
+        last = ops.take(x, ops.reshape(size - 1, (1,)), axis=axis)
+        if axis == 1:
+            before = ops.concatenate([first, x[:, :-1]], axis=1)
+            after = ops.concatenate([x[:, 1:], last], axis=1)
+        else:
+            before = ops.concatenate([first, x[:, :, :-1]], axis=2)
+            after = ops.concatenate([x[:, :, 1:], last], axis=2)
+        even, odd = 0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after
+        stacked = ops.stack([even, odd], axis=axis + 1)
+        shape = ops.shape(x)
+        new = [shape[0], shape[1], shape[2], shape[3]]
+        new[axis] = shape[axis] * 2
+        return ops.reshape(stacked, new)
+
+    def call(self, x: Any) -> Any:  # noqa: D102
+        return self._axis(self._axis(x, 1), 2)
+
+    def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:  # noqa: D102
+        def twice(n: Any) -> Any:
+            return None if n is None else 2 * n
+
+        return (shape[0], twice(shape[1]), twice(shape[2]), shape[3])
 
 
 @keras.saving.register_keras_serializable(package="decloud")
