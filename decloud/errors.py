@@ -15,6 +15,7 @@ __all__ = [
     "DatasetError",
     "DecloudError",
     "DemCoverageError",
+    "ExportError",
     "ExtentError",
     "GridError",
     "LayoutError",
@@ -101,6 +102,10 @@ class LayoutError(DecloudError):
 
 class DatasetError(DecloudError):
     """A training dataset is invalid, incomplete or inconsistent."""
+
+
+class ExportError(DecloudError):
+    """A model cannot be exported or its export does not agree with it."""
 
 
 class OutputExistsError(DecloudError):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo job on the sample archive shipped in tests/data: inventory, aligned S1+S2 and
 # S2+DEM stacks with quicklooks, the patch index, a layout and its tuple counts, and a
-# small training dataset with a preview, all under demo_output/. Rerunning it replaces
+# small training dataset with a preview, a tiny model trained on it and compared with gap
+# filling, all under demo_output/. Rerunning it replaces
 # its stacks and preview (--overwrite is explicit) and resumes the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,4 +46,13 @@ decloud dataset info "$OUT/dataset_os2"
 decloud dataset preview "$OUT/dataset_os2" "$OUT/dataset_os2_preview.png" --n 6 --overwrite
 
 echo
-echo "Quicklooks and previews: $(ls "$OUT"/*/*.png "$OUT"/*.png | tr '\n' ' ')"
+echo "== Train a tiny OS2 U-Net on it for a few epochs, compare with gap filling =="
+# A sanity check on 36 tiny samples, not a claim of accuracy. Rerunning resumes.
+decloud models list
+decloud train --model pipelines/demo-msop-tiny.yaml --dataset "$OUT/dataset_os2" \
+  --out "$OUT/model_msop_tiny" --epochs 30 --seed 0 --quiet
+decloud models evaluate "$OUT/model_msop_tiny/model.keras" pipelines/demo-gapfill.yaml \
+  --dataset "$OUT/dataset_os2" --split valid
+
+echo
+echo "Quicklooks and previews: $(ls "$OUT"/*/*.png "$OUT"/*.png "$OUT"/model_msop_tiny/previews/*.png 2>/dev/null | tail -n 8 | tr '\n' ' ')"

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# TensorFlow's C++ start-up chatter drowns the CLI's output; warnings and errors stay.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import click
 
 from decloud._version import __version__
 from decloud.cli.dataset import dataset
+from decloud.cli.export import export
 from decloud.cli.index import index
 from decloud.cli.info import info
 from decloud.cli.inventory import inventory
 from decloud.cli.layout import layout
+from decloud.cli.models import models
 from decloud.cli.quicklook import quicklook
 from decloud.cli.stack import stack
+from decloud.cli.train import train
 from decloud.env import gdal_env
 from decloud.errors import DecloudError
 
@@ -49,3 +56,6 @@ cli.add_command(quicklook)
 cli.add_command(index)
 cli.add_command(layout)
 cli.add_command(dataset)
+cli.add_command(export)
+cli.add_command(models)
+cli.add_command(train)

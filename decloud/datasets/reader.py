@@ -9,6 +9,12 @@ Shuffling works shard by shard: each epoch permutes the order of the shards, the
 the samples within groups of ``shuffle_shards`` consecutive shards (of that order). Only
 those few shards need to be in memory at once, however large the dataset.
 
+Besides the stored keys, each acquisition ``a`` has a derived key ``dt_a``: float32
+``(1,)``, the days from the reference acquisition's S2 date to ``a``'s (S2 date, or the
+S1 date where ``a`` has no S2; NaN where ``a`` has no product), computed from the
+samples' meta (gap-filling models take them as inputs). They are listed in
+:attr:`TrainingDataset.derived_keys`, not in :attr:`TrainingDataset.keys`.
+
 Augmentation applies one random transform of the square's 8 symmetries (a rotation by
 a multiple of 90 degrees, then optionally a left-right flip) to every key of a sample,
 the 20 m keys included: their window has the same footprint and centre, so the keys
@@ -21,6 +27,7 @@ import json
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,10 @@ import numpy as np
 from decloud.datasets.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, META_KEY
 from decloud.errors import DatasetError
 
-__all__ = ["TrainingDataset", "augment_sample", "load_manifest"]
+__all__ = ["DT_PREFIX", "TrainingDataset", "augment_sample", "load_manifest"]
+
+#: Prefix of the derived keys: ``dt_<acq>``, days from the reference acquisition.
+DT_PREFIX = "dt_"
 
 
 def load_manifest(path: str | Path) -> dict[str, Any]:
@@ -95,6 +105,13 @@ class TrainingDataset:
                                path=self.path, field="split")
         self.split = split
         self.keys: list[str] = list(self.manifest["keys"])
+        layout = self.manifest.get("resolved_layout") or self.manifest.get("layout") or {}
+        acquisitions: dict[str, Any] = layout.get("acquisitions", {})
+        self.reference: str | None = next(
+            (name for name, acq in acquisitions.items() if acq.get("reference")), None)
+        #: Keys computed from the meta (``dt_<acq>``), readable like stored keys.
+        self.derived_keys: list[str] = [f"{DT_PREFIX}{name}" for name in acquisitions] \
+            if self.reference is not None else []
         self._shards = [self.path / s["file"] for s in splits[split]["shards"]]
         sizes = [int(s["samples"]) for s in splits[split]["shards"]]
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -102,7 +119,7 @@ class TrainingDataset:
             if not shard.is_file():
                 raise DatasetError("shard missing", path=shard)
         self._cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
-        self._cache_size = max(1, cache_shards) * (len(self.keys) + 1)
+        self._cache_size = max(1, cache_shards) * (len(self.keys) + len(self.derived_keys) + 1)
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -129,19 +146,35 @@ class TrainingDataset:
         if cached is not None:
             self._cache.move_to_end((shard, key))
             return cached
-        if key not in self.keys and key != META_KEY:
-            raise DatasetError(f"no key {key!r} (keys: {', '.join(self.keys)})",
+        if key in self.derived_keys:
+            array = self._time_offsets(shard, key.removeprefix(DT_PREFIX))
+        elif key not in self.keys and key != META_KEY:
+            raise DatasetError(f"no key {key!r} (keys: "
+                               f"{', '.join(self.keys + self.derived_keys)})",
                                path=self.path, field=key)
-        try:
-            with np.load(self._shards[shard], allow_pickle=False) as npz:
-                array = npz[key]
-        except (OSError, ValueError, KeyError) as err:
-            raise DatasetError(f"cannot read key {key} ({err})", path=self._shards[shard]) \
-                from err
+        else:
+            try:
+                with np.load(self._shards[shard], allow_pickle=False) as npz:
+                    array = npz[key]
+            except (OSError, ValueError, KeyError) as err:
+                raise DatasetError(f"cannot read key {key} ({err})",
+                                   path=self._shards[shard]) from err
         self._cache[(shard, key)] = array
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return array
+
+    def _time_offsets(self, shard: int, acquisition: str) -> np.ndarray:
+        """``(n, 1)`` float32 days from the reference to ``acquisition``, for a shard."""
+        assert self.reference is not None
+        out = np.full((self.shard_sizes[shard], 1), np.nan, dtype=np.float32)
+        for row, text in enumerate(self._array(shard, META_KEY)):
+            acquisitions = json.loads(str(text))["acquisitions"]
+            reference = _acquired(acquisitions.get(self.reference, {}))
+            when = _acquired(acquisitions.get(acquisition, {}))
+            if reference is not None and when is not None:
+                out[row, 0] = (when - reference).total_seconds() / 86400.0
+        return out
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         """The arrays ``(H, W, C)`` of one sample, by key (raw encodings)."""
@@ -273,6 +306,17 @@ class TrainingDataset:
             self, batch_size, list(inputs or self.keys), list(targets) if targets else None,
             shuffle=shuffle, seed=seed, augment=augment, shuffle_shards=shuffle_shards,
             **pydataset_kwargs)
+
+
+def _acquired(entry: dict[str, Any]) -> datetime | None:
+    """The date of an acquisition of a sample's meta: its S2 product's, else its S1's.
+
+    Layout windows are relative to the reference's S2 date, hence S2 first.
+    """
+    for sensor in ("s2", "s1"):
+        if entry.get(sensor):
+            return datetime.fromisoformat(str(entry[sensor]["acquired"]).replace("Z", "+00:00"))
+    return None
 
 
 _KERAS_CLASS: list[type] = []

@@ -277,10 +277,10 @@ class Upsample2x(keras.layers.Layer):
         new[axis] = shape[axis] * 2
         return ops.reshape(stacked, new)
 
-    def call(self, x: Any) -> Any:  # noqa: D102
+    def call(self, x: Any) -> Any:
         return self._axis(self._axis(x, 1), 2)
 
-    def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:  # noqa: D102
+    def compute_output_shape(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
         def twice(n: Any) -> Any:
             return None if n is None else 2 * n
 
