@@ -31,6 +31,8 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_stats.py
 	cd benchmarks && ../$(BIN)/python bench_index.py
 	cd benchmarks && ../$(BIN)/python bench_dataset.py
+	cd benchmarks && ../$(BIN)/python bench_train.py
+	cd benchmarks && ../$(BIN)/python train_real.py
 
 # Rebuild tests/data/archive from ../shared/data (needs the shared data folder).
 fixtures: $(STAMP)

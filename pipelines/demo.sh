@@ -55,4 +55,5 @@ decloud models evaluate "$OUT/model_msop_tiny/model.keras" pipelines/demo-gapfil
   --dataset "$OUT/dataset_os2" --split valid
 
 echo
-echo "Quicklooks and previews: $(ls "$OUT"/*/*.png "$OUT"/*.png "$OUT"/model_msop_tiny/previews/*.png 2>/dev/null | tail -n 8 | tr '\n' ' ')"
+last_preview=$(ls "$OUT"/model_msop_tiny/previews/*.png | tail -n 1)
+echo "Quicklooks and previews: $(ls "$OUT"/*/*.png "$OUT"/*.png | tr '\n' ' ')$last_preview"
