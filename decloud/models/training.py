@@ -606,21 +606,8 @@ def _check_resumable(out_dir: Path, run: Mapping[str, Any]) -> None:
 
 def _accelerators() -> int:
     """Number of accelerators (GPUs, TPUs) the backend sees."""
-    backend = keras.backend.backend()
-    try:
-        # Imported by name: only the running backend's package is installed for sure.
-        if backend == "jax":
-            jax = importlib.import_module("jax")
-            return sum(d.platform != "cpu" for d in jax.devices())
-        if backend == "tensorflow":
-            tf = importlib.import_module("tensorflow")
-            return len(tf.config.list_logical_devices("GPU"))
-        if backend == "torch":
-            torch = importlib.import_module("torch")
-            return int(torch.cuda.device_count())
-    except Exception:  # noqa: BLE001 - a broken device stack means no accelerator
-        return 0
-    return 0
+    # keras.distribution lists devices as "cpu:0", "gpu:0", "tpu:0" on every backend.
+    return sum(not d.lower().startswith("cpu") for d in keras.distribution.list_devices())
 
 
 @contextlib.contextmanager
