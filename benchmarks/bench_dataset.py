@@ -65,6 +65,7 @@ import math
 import os
 import pstats
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -187,29 +188,32 @@ def _others_running() -> list[str]:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _user_cpu_all() -> float | None:
-    """User CPU seconds of the whole machine since boot (``/proc/stat``), None off Linux."""
+def _cpu_all() -> float | None:
+    """Busy CPU seconds of the whole machine since boot (``/proc/stat``), None off Linux.
+
+    User, nice, system, irq, softirq and steal time; idle and iowait are not busy.
+    """
     try:
         with Path("/proc/stat").open(encoding="utf-8") as f:
-            fields = f.readline().split()[1:]
-        return (int(fields[0]) + int(fields[1])) / _CLOCK_TICKS  # user + nice
+            fields = [int(x) for x in f.readline().split()[1:9]]
+        return (sum(fields) - fields[3] - fields[4]) / _CLOCK_TICKS
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _user_cpu_ours() -> float:
-    """User CPU seconds of this process, its reaped children and its live descendants.
+def _cpu_ours() -> float:
+    """CPU seconds of this process, its reaped children and its live descendants.
 
     Dask's worker processes are children of this process: they count as ours.
     """
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, utime + cutime)
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (ppid, utime+stime+cutime+cstime)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
             stats[int(entry.name)] = (int(fields[1]),
-                                      (int(fields[11]) + int(fields[13])) / _CLOCK_TICKS)
+                                      sum(int(x) for x in fields[11:15]) / _CLOCK_TICKS)
         except (OSError, ValueError, IndexError):
             continue
     total, todo, seen = 0.0, [os.getpid()], set()
@@ -224,24 +228,25 @@ def _user_cpu_ours() -> float:
 
 
 class OtherLoad:
-    """User CPU used by processes other than this benchmark between start and stop.
+    """CPU used by processes other than this benchmark between start and stop.
 
     Other benchmarks are waited for by name; this catches anything else busy on the
-    machine (tests, builds). Kernel time is left out (writeback of our own files).
+    machine (tests, training). Kernel threads count as others (their writeback of our
+    shards is a small part of a core).
     """
 
     def __init__(self) -> None:
-        self._all = _user_cpu_all()
-        self._ours = _user_cpu_ours()
+        self._all = _cpu_all()
+        self._ours = _cpu_ours()
         self._t0 = time.perf_counter()
 
     def cores(self) -> float | None:
         """Average cores used by other processes since construction, None off Linux."""
-        now_all = _user_cpu_all()
+        now_all = _cpu_all()
         if now_all is None or self._all is None:
             return None
         wall = max(time.perf_counter() - self._t0, 1e-6)
-        others = (now_all - self._all) - (_user_cpu_ours() - self._ours)
+        others = (now_all - self._all) - (_cpu_ours() - self._ours)
         return max(others, 0.0) / wall
 
 
@@ -1156,6 +1161,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.samples < 1:
         parser.error("--repeat and --samples must be >= 1")
+    # A TERM (kill, timeout) unwinds like an exception: clusters stop, the work folder goes.
+    signal.signal(signal.SIGTERM, _terminate)
 
     waits: list[float] = []
     flags: list[str] = []  # timed sections that may have been disturbed
@@ -1234,6 +1241,7 @@ def main(argv: list[str] | None = None) -> int:
                 section = f"run {i + 1}/{args.repeat} {name}"
                 for attempt in range(1, MAX_ATTEMPTS + 1):
                     quiet(section)
+                    warm_files(archive)  # memory-hungry neighbours may have evicted them
                     out = work / f"ds-{name}-{i}-{attempt}"
                     meter = OtherLoad()
                     wall, extra = measure(name, out)
@@ -1391,6 +1399,11 @@ def main(argv: list[str] | None = None) -> int:
     json_path, md_path = write_results("dataset_write", res, _markdown(res), args.results)
     log(f"results: {json_path}, {md_path}")
     return 0
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """Turn SIGTERM into ``SystemExit`` so that ``finally`` blocks and contexts run."""
+    raise SystemExit(128 + signum)
 
 
 def _fixture_cloudy(product: Path) -> bool:
