@@ -211,3 +211,34 @@ def write_results(
 def log(message: str) -> None:
     """Print a progress line to stderr, flushed at once (benchmarks run for minutes)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def _ancestors() -> set[int]:
+    """This process and its ancestors (a shell running us may name other benchmarks)."""
+    pids = {os.getpid()}
+    pid = os.getpid()
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+            pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after the command name
+        except (OSError, ValueError, IndexError):
+            break
+        pids.add(pid)
+    return pids
+
+
+def others_running(names: Sequence[str]) -> list[str]:
+    """``pid command`` of other running processes whose command line contains a name."""
+    try:
+        out = subprocess.run(["pgrep", "-af", "|".join(names)],
+                             capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    mine = _ancestors()
+    found = []
+    for line in out.stdout.splitlines():
+        pid, _, command = line.partition(" ")
+        if pid.isdigit() and int(pid) not in mine:
+            found.append(f"{pid} {command[:100]}")
+    return found
+

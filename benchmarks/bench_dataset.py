@@ -66,7 +66,6 @@ import os
 import pstats
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -79,7 +78,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.io
-from _common import (  # benchmarks/ is sys.path[0] when run as a script
+from _common import (
     REPO_ROOT,
     RESULTS_DIR,
     git_commit,
@@ -92,6 +91,9 @@ from _common import (  # benchmarks/ is sys.path[0] when run as a script
     package_versions,
     source_digest,
     write_results,
+)
+from _common import (
+    others_running as _others,  # benchmarks/ is sys.path[0] when run as a script
 )
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
@@ -155,34 +157,9 @@ MEASURES = ("raw", "raw_decloud_env", "writer_1", "writer_2", "writer_2_end_to_e
 # Waiting for the other benchmarks
 
 
-def _ancestors() -> set[int]:
-    """This process and its ancestors (a shell running us may name other benchmarks)."""
-    pids = {os.getpid()}
-    pid = os.getpid()
-    while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-            pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after the command name
-        except (OSError, ValueError, IndexError):
-            break
-        pids.add(pid)
-    return pids
-
-
 def _others_running() -> list[str]:
-    """``pid command`` of the running processes whose command line names another benchmark."""
-    try:
-        out = subprocess.run(["pgrep", "-af", "|".join(OTHER_BENCHMARKS)],
-                             capture_output=True, text=True, check=False, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    mine = _ancestors()
-    found = []
-    for line in out.stdout.splitlines():
-        pid, _, command = line.partition(" ")
-        if pid.isdigit() and int(pid) not in mine:
-            found.append(f"{pid} {command[:100]}")
-    return found
+    """``pid command`` of the other benchmarks running now."""
+    return _others(OTHER_BENCHMARKS)
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -50,7 +50,6 @@ import argparse
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,7 +64,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import keras
 import numpy as np
 import yaml
-from _common import (  # benchmarks/ is sys.path[0] when run as a script
+from _common import (
     REPO_ROOT,
     RESULTS_DIR,
     git_commit,
@@ -77,6 +76,9 @@ from _common import (  # benchmarks/ is sys.path[0] when run as a script
     package_versions,
     source_digest,
     write_results,
+)
+from _common import (
+    others_running as _others,  # benchmarks/ is sys.path[0] when run as a script
 )
 
 from decloud import Archive
@@ -360,34 +362,9 @@ def adapt(config: ModelConfig, region: Region) -> tuple[ModelConfig, list[str]]:
 # Waiting for the other benchmarks
 
 
-def _ancestors() -> set[int]:
-    """This process and its ancestors (a shell running us may name other benchmarks)."""
-    pids = {os.getpid()}
-    pid = os.getpid()
-    while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-            pid = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after the command name
-        except (OSError, ValueError, IndexError):
-            break
-        pids.add(pid)
-    return pids
-
-
 def others_running() -> list[str]:
-    """``pid command`` of the running processes whose command line names ``bench_train``."""
-    try:
-        out = subprocess.run(["pgrep", "-af", "|".join(OTHER_BENCHMARKS)],
-                             capture_output=True, text=True, check=False, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    mine = _ancestors()
-    found = []
-    for line in out.stdout.splitlines():
-        pid, _, command = line.partition(" ")
-        if pid.isdigit() and int(pid) not in mine:
-            found.append(f"{pid} {command[:100]}")
-    return found
+    """``pid command`` of the other benchmarks running now."""
+    return _others(OTHER_BENCHMARKS)
 
 
 def wait_for_quiet(max_wait: float, poll: float = 15.0) -> dict[str, Any]:
