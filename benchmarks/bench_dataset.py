@@ -1361,9 +1361,8 @@ def main(argv: list[str] | None = None) -> int:
                 "6 bands 20 m 128 x 128, CLM_R1 + EDG_R1 256 x 256, S1 VV + VH 256 x 256, "
                 "clipped to the tile like the writer), files open per group of "
                 f"{SHARD_SIZE} samples (the writer's shard), one process, GDAL's default "
-                "settings, no processing and nothing written. The writer's second read of "
-                "the finest S2 band for the mask's nodata (S2Product.mask(band_nodata=True))"
-                " is not in it: it is writer overhead"),
+                "settings, no processing and nothing written; any read the writer makes "
+                "beyond these counts as writer overhead"),
             "raw, decloud's GDAL settings": (
                 "the same reads inside decloud.env.gdal_env(), the writer's GDAL settings"),
         },
