@@ -136,6 +136,8 @@ THEIA_10M = ("B2", "B3", "B4", "B8")
 THEIA_20M = ("B5", "B6", "B7", "B8A", "B11", "B12")
 THEIA_MASKS = (("CLM_R1", 10), ("CLM_R2", 20), ("EDG_R1", 10), ("EDG_R2", 20))
 
+#: GDAL's own block cache size (bytes), read before decloud sets anything.
+GDAL_DEFAULT_CACHE: int = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
 #: Command-line fragments of the other benchmarks: timed sections wait until none runs.
 OTHER_BENCHMARKS = ("bench_read_tile", "bench_stats", "bench_index", "bench_dataset")
 PATCH_SIZE = 256
@@ -588,7 +590,10 @@ def read_raw(groups: list[list[list[Read]]], decloud_env: bool = False) -> int:
             the writer does, instead of GDAL's defaults.
     """
     pixels = 0
-    with gdal_env() if decloud_env else contextlib.nullcontext():
+    # GDAL's default block cache is set explicitly: the cache size is process-wide and
+    # decloud may have left it changed (see gdal_cache_bytes).
+    env = gdal_env() if decloud_env else rasterio.Env(GDAL_CACHEMAX=GDAL_DEFAULT_CACHE)
+    with env:
         for group in groups:
             sources: dict[str, Any] = {}
             try:
@@ -611,10 +616,9 @@ def gdal_cache_bytes() -> dict[str, int | None]:
     which counts bytes (GDAL reads the *configuration option* in MB, rasterio's ``Env``
     does not set it as one), so this is what the writer's reads actually get.
     """
-    default = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
     with gdal_env():
         inside = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
-    return {"gdal_default": default, "decloud_gdal_env": inside}
+    return {"gdal_default": GDAL_DEFAULT_CACHE, "decloud_gdal_env": inside}
 
 
 def check_same_data(catalog: Catalog, plan: DatasetPlan, dataset: Path,
@@ -1074,11 +1078,19 @@ def findings(res: dict[str, Any]) -> list[str]:
             f"{cache['gdal_default'] / 2**20:.0f} MiB). rasterio.Env hands GDAL_CACHEMAX to "
             "GDALSetCacheMax64, which counts bytes, so GDAL_DEFAULTS['GDAL_CACHEMAX'] = 1024 "
             "(meant as MB) turns the cache off: a read decodes again every block it touches, "
-            "even one the previous read decoded. It costs little here (raw reads "
-            f"{env['total_seconds']:.2f} s under decloud's settings, "
-            f"{raw['total_seconds']:.2f} s under GDAL's defaults) because the samples of a "
-            "shard seldom share 512 px blocks, but every repeated or overlapping window pays "
-            "it (fix: give bytes, e.g. 1024 * 2**20, in decloud/env.py).")
+            "even one the previous read decoded. The same raw reads take "
+            f"{env['total_seconds']:.2f} s under decloud's settings against "
+            f"{raw['total_seconds']:.2f} s with GDAL's default cache (fix: give bytes, "
+            "1024 * 2**20, in decloud/env.py).")
+    after = cache.get("process_after_indexing")
+    if after is not None and after < 2**20:
+        lines.append(
+            f"- The cache size is process-wide, and after Catalog.add(workers=2) this process "
+            f"was left with {after} bytes even outside gdal_env: each thread's rasterio.Env "
+            "saves the size it finds on entry and puts it back on exit, so with overlapping "
+            "threads the last to exit restores the other's 1024. Which thread exits last "
+            "varies, so later reads in the process randomly run without a cache (the raw "
+            "baseline here sets GDAL's default explicitly).")
     rw, rr = part(w, "gdal_read"), part(raw, "gdal_read")
     more = rw["calls"] - rr["calls"]
     lines.append(
@@ -1164,6 +1176,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         quiet("indexing")
         catalog, index_s = build_catalog(work / "catalog", archive)
+        # The cache size is process-wide: what indexing (gdal_env in threads) left behind.
+        cache_bytes["process_after_indexing"] = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
         layout = bench_layout()
         plan = plan_dataset(catalog, layout, None, args.samples, seed=0)
         tuples = tuple_count(catalog, layout, 0)
@@ -1341,7 +1355,9 @@ def main(argv: list[str] | None = None) -> int:
                    "untimed warm-up of the writer and the raw reads on the first shard; "
                    "wall-clock time. The writer runs under decloud's GDAL settings "
                    "(decloud.env.gdal_env, which it enters itself); the raw reads under "
-                   "GDAL's defaults, and again under decloud's settings."),
+                   "GDAL's defaults (its default block cache size set explicitly: the size "
+                   "is process-wide and decloud may leave it changed), and again under "
+                   "decloud's settings."),
         "methods": {
             "writer, 1 worker": (
                 f"write_dataset(catalog, plan, fresh folder, patch_size={PATCH_SIZE}, "

@@ -15,8 +15,9 @@ __all__ = ["GDAL_DEFAULTS", "gdal_env"]
 
 #: Defaults tuned for many small windowed reads of tiled rasters.
 GDAL_DEFAULTS: dict[str, Any] = {
-    # Block cache in MB: enough for a few 1024-px windows of ten bands with margins.
-    "GDAL_CACHEMAX": 1024,
+    # No GDAL_CACHEMAX here: rasterio passes it to GDALSetCacheMax64 in bytes, and the
+    # block cache is process-wide, so a per-thread Env restoring it races with others.
+    # GDAL's own default (5 % of RAM) is what every thread shares.
     # Listing sibling files at every open is slow on big archives and network drives.
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CHECK_DISK_FREE_SPACE": "YES",

@@ -154,3 +154,10 @@ def test_fast_upsampling_keeps_interior_holes_like_gdal(tmp_path: Path) -> None:
                             Resampling.bilinear, -10000, 0)
     np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-2)
+
+
+def test_gdal_env_keeps_a_real_block_cache() -> None:
+    from decloud.env import gdal_env
+
+    with gdal_env():
+        assert rasterio.env.get_gdal_config("GDAL_CACHEMAX") > 64 * 2**20  # bytes

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import shutil
 import zipfile
@@ -124,7 +125,7 @@ def _read_sample(
 
     def opened(record: ProductRecord) -> Product:
         if record.id not in products:
-            products[record.id] = record.open()
+            products[record.id] = _open_record(record)
         return products[record.id]
 
     out: dict[str, np.ndarray] = {}
@@ -153,7 +154,7 @@ def _read_sample(
         if spec.kind == "s2":
             data = encode_s2(s2.read(spec.bands, grid, window, pool=pool))
             # The mask key reuses this read for band nodata instead of reading again.
-            band_nodata[spec.acquisition] = data[0] == S2_NODATA
+            band_nodata[spec.acquisition] = (data == S2_NODATA).any(axis=0)
         elif spec.kind == "s2_20m":
             data = encode_s2(s2.read(spec.bands, grid20, window20, pool=pool))
         elif spec.acquisition in band_nodata:
@@ -180,6 +181,12 @@ def _read_sample(
         "acquisitions": acquisitions,
     }
     return out, meta
+
+
+@functools.lru_cache(maxsize=512)
+def _open_record(record: ProductRecord) -> Product:
+    """Open a product once per process (a shard task reuses what earlier ones opened)."""
+    return record.open()
 
 
 def _write_shard(job: _ShardJob) -> str:
