@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck unit bench fixtures clean
+.PHONY: demo test test-fast lint typecheck unit bench fixtures clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
+# The unit tests but those marked slow (@pytest.mark.slow: over about 3 s each).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
 bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_read_tile.py
 	cd benchmarks && ../$(BIN)/python bench_stats.py
@@ -39,4 +43,4 @@ fixtures: $(STAMP)
 	$(BIN)/python tests/data/make_fixtures.py --force
 
 clean:
-	rm -rf demo_output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo_output .pytest_cache .mypy_cache .ruff_cache build dist

@@ -101,7 +101,13 @@ from rasterio.windows import Window
 
 from decloud.archive import Archive
 from decloud.constants import S1_POLARISATIONS, S2_10M_BANDS, S2_20M_BANDS
-from decloud.datasets import DatasetPlan, plan_dataset, write_dataset
+from decloud.datasets import (
+    DatasetPlan,
+    PlanOptions,
+    WriteOptions,
+    plan_dataset,
+    write_dataset,
+)
 from decloud.env import gdal_env
 from decloud.index.catalog import Catalog, ProductRecord
 from decloud.index.search import TileStack, TupleSearch
@@ -661,8 +667,8 @@ def _timed(func: Callable[[], Any]) -> tuple[float, float, Any]:
 
 def write_one_worker(catalog: Catalog, plan: DatasetPlan, out: Path) -> Path:
     """The writer in this process."""
-    return write_dataset(catalog, plan, out, patch_size=PATCH_SIZE, shard_size=SHARD_SIZE,
-                         workers=1, progress=False)
+    return write_dataset(catalog, plan, out, WriteOptions(
+        patch_size=PATCH_SIZE, shard_size=SHARD_SIZE, workers=1, progress=False))
 
 
 @contextlib.contextmanager
@@ -685,14 +691,15 @@ def local_cluster(workers: int) -> Iterator[tuple[str, float]]:
 def write_on_cluster(catalog: Catalog, plan: DatasetPlan, out: Path, address: str,
                      workers: int) -> Path:
     """The writer on a running Dask scheduler."""
-    return write_dataset(catalog, plan, out, patch_size=PATCH_SIZE, shard_size=SHARD_SIZE,
-                         workers=workers, scheduler=address, progress=False)
+    return write_dataset(catalog, plan, out, WriteOptions(
+        patch_size=PATCH_SIZE, shard_size=SHARD_SIZE, workers=workers, scheduler=address,
+        progress=False))
 
 
 def write_end_to_end(catalog: Catalog, plan: DatasetPlan, out: Path, workers: int) -> Path:
     """The writer starting (and stopping) its own LocalCluster."""
-    return write_dataset(catalog, plan, out, patch_size=PATCH_SIZE, shard_size=SHARD_SIZE,
-                         workers=workers, progress=False)
+    return write_dataset(catalog, plan, out, WriteOptions(
+        patch_size=PATCH_SIZE, shard_size=SHARD_SIZE, workers=workers, progress=False))
 
 
 # --------------------------------------------------------------------------------------
@@ -805,13 +812,14 @@ _PROFILE_FUNCTIONS = (
     ("write_dataset (one shard, total)", "writer.py", "write_dataset"),
     ("checks before writing (_check_products)", "writer.py", "_check_products"),
     ("reading the samples (_read_sample)", "writer.py", "_read_sample"),
+    ("  the input reader (read_inputs)", "inputs.py", "read_inputs"),
     ("  Product.read (bands as float32, NaN nodata)", "base.py", "read"),
     ("  S2Product.mask", "base.py", "mask"),
     ("  read_on_grid (all raster windows)", "grid.py", "read_on_grid"),
     ("    GDAL window reads (DatasetReader.read)", "bench_dataset.py", "_gdal_read"),
     ("  opening rasters (decloud.grid.open_raster)", "grid.py", "open_raster"),
     ("  opening products (ProductRecord.open)", "catalog.py", "open"),
-    ("  encode_s2 (float32 -> int16)", "stack.py", "encode_s2"),
+    ("  encode_s2 (float32 -> int16)", "keys.py", "encode_s2"),
     ("  encode_prepared (S1 -> uint16)", "s1.py", "encode_prepared"),
     ("  _footprint (GeoJSON, EPSG:4326)", "writer.py", "_footprint"),
     ("writing the shard (write_npz)", "format.py", "write_npz"),
@@ -1097,7 +1105,7 @@ def findings(res: dict[str, Any]) -> list[str]:
         f"- GDAL window reads: {rw['seconds']:.2f} s for {rw['calls']} reads in the writer, "
         f"{rr['seconds']:.2f} s for {rr['calls']} in the raw reads"
         + (f"; the writer reads {more} windows more ({more / samples:.1f} per sample: "
-           "S2Product.mask(band_nodata=True) reads the finest band again)." if more > 0
+           "a mask key without a band key of its acquisition reads the finest band)." if more > 0
            else ": the same windows."))
     ow, orr = part(w, "gdal_open"), part(raw, "gdal_open")
     inside = w.get("nested", {}).get("gdal_open in product_open", {"seconds": 0.0, "calls": 0})
@@ -1179,7 +1187,7 @@ def main(argv: list[str] | None = None) -> int:
         # The cache size is process-wide: what indexing (gdal_env in threads) left behind.
         cache_bytes["process_after_indexing"] = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
         layout = bench_layout()
-        plan = plan_dataset(catalog, layout, None, args.samples, seed=0)
+        plan = plan_dataset(catalog, layout, PlanOptions(args.samples, seed=0))
         tuples = tuple_count(catalog, layout, 0)
         log(f"plan: {len(plan)} samples out of {tuples:,} tuples")
         groups = raw_groups(catalog, plan, plan.layout_model())

@@ -35,11 +35,17 @@ from _common import (
 )
 from bench_dataset import DEFAULT_CACHE, bench_layout, build_archive, build_catalog
 
-from decloud.datasets import TrainingDataset, plan_dataset, write_dataset
+from decloud.datasets import (
+    PlanOptions,
+    TrainingDataset,
+    WriteOptions,
+    plan_dataset,
+    write_dataset,
+)
 from decloud.models import build, get_config
 from decloud.models.losses import get_loss
 from decloud.models.metrics import get_metrics
-from decloud.models.training import Batches
+from decloud.training import Batches
 
 PATCH = 256
 BATCH = 32
@@ -69,8 +75,9 @@ def dataset(work: Path, samples: int) -> Path:
         return out
     archive = build_archive(DEFAULT_CACHE)
     catalog, _ = build_catalog(work / "catalog", archive)
-    plan = plan_dataset(catalog, bench_layout(), None, samples, seed=0)
-    write_dataset(catalog, plan, out, patch_size=PATCH, shard_size=16, progress=False)
+    plan = plan_dataset(catalog, bench_layout(), PlanOptions(samples, seed=0))
+    write_dataset(catalog, plan, out, WriteOptions(patch_size=PATCH, shard_size=16,
+                                                   progress=False))
     return out
 
 

@@ -26,11 +26,11 @@ What it does:
    DEM, so ``s2_bands``, ``s2_20m_bands`` and ``dem`` are overridden where they differ.
    Models that need what a region lacks (S1 in Slovenia, 6 dates out of 5) are not run
    there, and the results say why.
-4. Trains each with :func:`decloud.models.training.train` (batch 8, the model's own loss
+4. Trains each with :func:`decloud.training.train` (batch 8, the model's own loss
    and learning rate, seed 0, flips and rotations, every planned epoch run, the best
    epoch's weights kept; no previews or TensorBoard logs) and evaluates it, and gap
    filling adapted to the same bands, on the valid split with
-   :func:`decloud.models.training.evaluate_model`. Every trained model whose inputs the
+   :func:`decloud.evaluation.evaluate_model`. Every trained model whose inputs the
    gap-filling dataset of its region holds is also evaluated on that dataset's valid
    split (the same patch positions), next to gap filling.
 5. Writes ``results/train_real.json``, ``results/train_real.md`` and the learning curves
@@ -83,16 +83,17 @@ from _common import (
 
 from decloud import Archive
 from decloud.constants import MaskClass
-from decloud.datasets import plan_dataset, write_dataset
+from decloud.datasets import PlanOptions, WriteOptions, plan_dataset, write_dataset
 from decloud.datasets.plan import DatasetPlan
 from decloud.datasets.reader import TrainingDataset, load_manifest
 from decloud.errors import DecloudError
+from decloud.evaluation import evaluate_model
 from decloud.index.catalog import Catalog
 from decloud.index.search import TileStack, TupleSearch
 from decloud.layouts import Layout, load_layout
 from decloud.models import ModelConfig, build, list_configs
 from decloud.models.config import GapfillConfig, ResNetConfig, UNetConfig
-from decloud.models.training import evaluate_model, train
+from decloud.training import TrainOptions, train
 
 #: The sample archive: real data, built from ../shared/data by make_fixtures.py.
 ARCHIVE = REPO_ROOT / "tests" / "data" / "archive"
@@ -502,11 +503,12 @@ def make_dataset(catalog: Catalog, name: str, region: Region, text: str, work: P
     layout_path.write_text(text, encoding="utf-8")
     layout = load_layout(layout_path)
     t0 = time.perf_counter()
-    plan = plan_dataset(catalog, layout, [region.tile], samples, seed=SEED, splits=SPLITS,
-                        split_block=SPLIT_BLOCK, split_buffer=SPLIT_BUFFER)
-    folder = write_dataset(catalog, plan, work / "datasets" / name, patch_size=PATCH,
-                           shard_size=samples, progress=False, overwrite=True,
-                           bands10=region.bands10, bands20=region.bands20)
+    plan = plan_dataset(catalog, layout, PlanOptions(
+        samples, (region.tile,), seed=SEED, splits=SPLITS, split_block=SPLIT_BLOCK,
+        split_buffer=SPLIT_BUFFER))
+    folder = write_dataset(catalog, plan, work / "datasets" / name, WriteOptions(
+        patch_size=PATCH, shard_size=samples, progress=False, overwrite=True,
+        bands10=tuple(region.bands10), bands20=tuple(region.bands20)))
     seconds = time.perf_counter() - t0
     manifest = load_manifest(folder)
     counts = {k: int(v["samples"]) for k, v in manifest["splits"].items()}
@@ -578,9 +580,9 @@ def train_one(run: Run, config: ModelConfig, data: DatasetInfo, work: Path,
     out = work / "runs" / f"{run.region}_{run.model}"
     t0 = time.perf_counter()
     try:
-        result = train(config, data.path, out, epochs=epochs, batch_size=BATCH, seed=SEED,
-                       patience=epochs, resume=False, previews=False, tensorboard=False,
-                       progress=False)
+        result = train(config, data.path, out, TrainOptions(
+            epochs=epochs, batch_size=BATCH, seed=SEED, patience=epochs, resume=False,
+            previews=False, tensorboard=False, progress=False))
         model = keras.saving.load_model(result.model_path, compile=False)
     except Exception as err:  # noqa: BLE001 - a model that fails is reported, not fatal
         run.error = f"{type(err).__name__}: {err}"
@@ -716,14 +718,14 @@ def markdown(res: dict[str, Any], runs: Sequence[Run], gapfill: Mapping[str, Any
              "- Splits train 0.75 / valid 0.25 by random blocks of one patch position, no "
              "buffer: **valid samples overlap train ones by up to 8 px at their edges and "
              "share their dates**, so the valid split is not independent of the train one.",
-             f"- Training: `decloud.models.training.train`, batch {BATCH}, the model's own "
+             f"- Training: `decloud.training.train`, batch {BATCH}, the model's own "
              "loss (CARL for `dsen2cr*`, L1 otherwise) and learning rate (Adam, cosine decay "
              "to 1 %), flips and rotations, every planned epoch run (patience = epochs), "
              "the best validation epoch's weights kept; "
              f"{res['settings']['epochs']} epochs, capped at "
              + ", ".join(f"{v} for `{k}`" for k, v in res["settings"]["epoch_caps"].items())
              + " to fit about 15 minutes on 2 CPU cores.",
-             "- Metrics (`decloud.models.training.evaluate_model`): normalised reflectance "
+             "- Metrics (`decloud.evaluation.evaluate_model`): normalised reflectance "
              "(data range 1), all valid pixels and `masked` = under the cloudy input's "
              "clouds and shadows (n/a where the layout has no `t`: `monthly6*`); PSNR in dB, "
              "SAM in degrees. Losses differ between models "

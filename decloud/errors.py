@@ -10,6 +10,8 @@ from __future__ import annotations
 from os import PathLike
 
 __all__ = [
+    "ArgumentError",
+    "CatalogError",
     "CorruptRasterError",
     "CrsMismatchError",
     "DatasetError",
@@ -17,15 +19,28 @@ __all__ = [
     "DemCoverageError",
     "ExportError",
     "ExtentError",
+    "GdalConfigError",
     "GridError",
+    "InputError",
+    "KeyGrammarError",
     "LayoutError",
+    "LocatedValueError",
+    "LossyCastError",
+    "MetadataError",
     "MissingBandError",
+    "ModelCardError",
+    "ModelConfigError",
+    "ModelInputSizeError",
     "NoProductError",
     "OutputExistsError",
     "OutputWriteError",
+    "PoolThreadError",
     "ProductError",
     "ProductFormatError",
+    "SuspectValuesError",
+    "TrainingError",
     "UnknownProductError",
+    "WindowAlignmentError",
 ]
 
 
@@ -56,6 +71,13 @@ class DecloudError(Exception):
         return f"{prefix}: {self.message}" if prefix else self.message
 
 
+class ArgumentError(DecloudError, ValueError):
+    """An argument of a library call is invalid (an array's shape or dtype, a list's length).
+
+    Also a ``ValueError``, so that code catching Python's usual error still catches it.
+    """
+
+
 class ProductError(DecloudError):
     """A product (folder, zip or file) cannot be used."""
 
@@ -70,6 +92,18 @@ class ProductFormatError(ProductError):
 
 class MissingBandError(ProductError):
     """A requested band or mask is absent from the product."""
+
+
+class MetadataError(ProductFormatError):
+    """A product's metadata is missing, unreadable or holds an impossible value.
+
+    ``path`` is the metadata file (``.../MTD_MSIL2A.xml``, a sidecar) and ``field``
+    the element or key (``BOA_ADD_OFFSET``, ``PRODUCT_START_TIME``...).
+    """
+
+
+class SuspectValuesError(ProductError):
+    """A raster's values cannot be what its name says (e.g. dB under a linear sigma0 name)."""
 
 
 class NoProductError(DecloudError):
@@ -96,12 +130,64 @@ class DemCoverageError(ExtentError):
     """A DEM does not cover the tile or window asked for."""
 
 
+class WindowAlignmentError(GridError):
+    """A window cannot be carried to a coarser grid: odd offsets or sizes for 20 m keys."""
+
+
+class InputError(DecloudError):
+    """The inputs asked of the input reader cannot be read (no product for a key...)."""
+
+
+class KeyGrammarError(DecloudError):
+    """A string is not a decloud key (``s2_<acq>``, ``dem``...) or a kind/acquisition is bad."""
+
+
 class LayoutError(DecloudError):
     """An acquisition layout is invalid."""
 
 
+class LocatedValueError(ValueError):
+    """A layout validation problem at a position below the pydantic model that raises it.
+
+    A ``ValueError`` on purpose, not a :class:`DecloudError`: pydantic wraps the
+    ``ValueError`` raised by a validator in its ``ValidationError`` and keeps it as the
+    cause, and :mod:`decloud.layouts.loader` turns that into a :class:`LayoutError`
+    naming the file, the line and the key. It never reaches a user on its own.
+
+    Args:
+        message: What is wrong.
+        loc: Keys (str) and list indices (int) from the raising model to the value.
+    """
+
+    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+class CatalogError(DecloudError):
+    """The catalog folder is missing, of another version, or inconsistent."""
+
+
 class DatasetError(DecloudError):
     """A training dataset is invalid, incomplete or inconsistent."""
+
+
+class ModelConfigError(DecloudError):
+    """A model configuration is invalid."""
+
+
+class ModelCardError(DecloudError):
+    """A model or its card cannot be read."""
+
+
+class ModelInputSizeError(ArgumentError):
+    """A model was given inputs of a size it cannot take.
+
+    A side that is not a multiple of the model's size multiple, or inputs whose
+    sizes disagree. Raised before the model runs (instead of the backend's raw shape error); the
+    message names the model, the input, its size and the multiple, and
+    :func:`decloud.windows.pad_to_multiple` is the fix.
+    """
 
 
 class ExportError(DecloudError):
@@ -114,3 +200,26 @@ class OutputExistsError(DecloudError):
 
 class OutputWriteError(DecloudError):
     """Writing an output failed (full disk, permission...); nothing was left behind."""
+
+
+class LossyCastError(ArgumentError):
+    """Data would lose values when cast to a raster's dtype.
+
+    Float into an integer type, or integers out of the type's range: encode the data
+    first, or give the writer its encoder.
+    """
+
+
+class GdalConfigError(ArgumentError):
+    """A GDAL configuration option cannot be set as asked (e.g. a process-wide one per thread)."""
+
+
+class PoolThreadError(DecloudError):
+    """A :class:`~decloud.grid.RasterPool` was used from a thread other than its owner's.
+
+    GDAL datasets must not be shared across threads: each thread creates its own pool.
+    """
+
+
+class TrainingError(DecloudError):
+    """A model cannot be trained as asked (no weights, another run in the folder...)."""

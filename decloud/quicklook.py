@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-from matplotlib import image as mpimg
 
+from decloud.errors import ArgumentError
 from decloud.writers import atomic_file
 
 __all__ = ["s1_false_colour", "s2_true_colour", "stretch", "write_png"]
@@ -31,7 +31,9 @@ def s2_true_colour(rgb: np.ndarray, low: float = 2.0, high: float = 98.0) -> np.
     Each band is stretched between its own percentiles of valid pixels, which keeps
     hazy or top-of-atmosphere scenes readable; nodata (NaN in any band) is black.
     """
-    assert rgb.ndim == 3 and rgb.shape[0] == 3, "expects (3, h, w)"
+    if rgb.ndim != 3 or rgb.shape[0] != 3:
+        raise ArgumentError(f"expects reflectances of shape (3, h, w), not {rgb.shape}",
+                            field="rgb")
     out = (np.stack([stretch(b, low, high) for b in rgb], axis=-1) * 255).round()
     out[~np.isfinite(rgb).all(axis=0)] = 0
     return out.astype(np.uint8)
@@ -48,7 +50,12 @@ def s1_false_colour(vv_db: np.ndarray, vh_db: np.ndarray) -> np.ndarray:
 
 def write_png(path: str | os.PathLike[str], rgb: np.ndarray, *, overwrite: bool = False) -> Path:
     """Write an RGB uint8 ``(h, w, 3)`` array as a PNG, atomically."""
-    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3, "expects uint8 RGB"
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ArgumentError(f"expects a uint8 RGB image (h, w, 3), not {rgb.dtype} "
+                            f"{rgb.shape}", path=path, field="rgb")
+    # Imported here: matplotlib costs 0.7-4 s per process, and only PNG writing needs it.
+    from matplotlib import image as mpimg
+
     with atomic_file(path, overwrite=overwrite) as tmp:
         mpimg.imsave(tmp, rgb, format="png")
     return Path(path)

@@ -6,7 +6,9 @@ S1Tiling writes linear sigma0 (float32). decloud stores S1 as ``uint16``:
                    / (S1_LN_MAX - S1_LN_MIN) * 65534)
 
 so DN 1..65535 covers ln(sigma0) in [-10, 3] (about -43 dB to +13 dB) in steps of
-2e-4 (0.0009 dB), and DN 0 (:data:`~decloud.constants.S1_NODATA`) is nodata.
+2e-4 (0.0009 dB), and DN 0 (:data:`~decloud.constants.S1_NODATA`) is nodata. This is
+the encoding of the ``s1_<acq>`` keys: :mod:`decloud.keys` exports the codec as
+``encode_s1`` / ``decode_s1`` next to the other keys' encodings.
 """
 
 from __future__ import annotations

@@ -40,19 +40,25 @@ from decloud.constants import (
     S2_NODATA,
     S2_RGB,
     S2_SCALE,
-    MaskClass,
     normalize_band_name,
 )
+from decloud.env import ensure_env
 from decloud.grid import Grid, RasterPool
+from decloud.inputs import AcquisitionProducts, InputKey, InputProducts, read_inputs
+from decloud.keys import KeyKind, make_key
 from decloud.products import Dem, S1Product, S2Product
 from decloud.quicklook import s1_false_colour, s2_true_colour, write_png
-from decloud.s1 import PREPARED_ENCODING_TAG, decode_prepared, encode_prepared, linear_to_db
+from decloud.s1 import PREPARED_ENCODING_TAG, decode_prepared, linear_to_db
 from decloud.writers import CogWriter, atomic_dir, provenance_tags
 
-__all__ = ["StackResult", "build_stack", "encode_s2"]
+__all__ = ["StackResult", "build_stack"]
 
 #: Longest side of a quicklook, pixels.
 QUICKLOOK_SIZE = 1024
+
+# The stack's keys: one date, so no acquisition.
+KEY_S2, KEY_S2_MASK, KEY_S1, KEY_DEM = (
+    make_key(k) for k in (KeyKind.S2, KeyKind.S2_MASK, KeyKind.S1, KeyKind.DEM))
 
 
 @dataclass
@@ -67,14 +73,7 @@ class StackResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def encode_s2(reflectance: np.ndarray) -> np.ndarray:
-    """Reflectance (NaN nodata) to decloud's int16 encoding (x 10000, nodata -10000)."""
-    out = np.full(reflectance.shape, S2_NODATA, dtype=np.int16)
-    ok = np.isfinite(reflectance)
-    out[ok] = np.clip(np.rint(reflectance[ok] * S2_SCALE), S2_NODATA + 1, np.iinfo(np.int16).max)
-    return out
-
-
+@ensure_env
 def build_stack(
     archive: Archive,
     tile: str,
@@ -117,6 +116,11 @@ def build_stack(
     inputs = [str(s2.path)] + ([*s1.files] if s1 else []) + ([str(dem.path)] if dem else [])
     dates = [s2.acquired.isoformat()] + ([s1.acquired.isoformat()] if s1 else [])
     result = StackResult(folder=Path(out_dir) / name, s2=s2, s1=s1, dem=dem, bands=list(bands))
+    # The stack's keys carry no acquisition and are all read at the stack's resolution.
+    keys = [InputKey.of(KEY_S2, bands, resolution), InputKey.of(KEY_S2_MASK, resolution=resolution)]
+    keys += [InputKey.of(KEY_S1, resolution=resolution)] if s1 else []
+    keys += [InputKey.of(KEY_DEM, resolution=resolution)] if dem else []
+    products = InputProducts({None: AcquisitionProducts(s2, s1)}, dem)
     with atomic_dir(result.folder, overwrite=overwrite) as tmp, RasterPool() as pool:
         writers = _writers(tmp, grid, bands, s2, s1, dem, inputs, dates)
         windows = list(grid.windows(window_size))
@@ -125,18 +129,10 @@ def build_stack(
             for writer in writers.values():
                 open_writers.enter_context(writer)
             for window, _ in tqdm(windows, desc=name, disable=not progress, unit="window"):
-                reflectance = s2.read(bands, grid, window, pool=pool)
-                writers["s2"].write(encode_s2(reflectance), window)
-                # A pixel missing any band is nodata; taken from the read above, not read again.
-                mask = s2.mask(grid, window, pool=pool, band_nodata=False)
-                mask[np.isnan(reflectance).any(axis=0)] = MaskClass.NODATA
-                writers["s2_mask"].write(mask[None], window)
-                if s1 is not None:
-                    linear = s1.read(S1_POLARISATIONS, grid, window, pool=pool, unit="linear")
-                    writers["s1"].write(encode_prepared(linear), window)
-                if dem is not None:
-                    elevation = dem.read(grid, window, pool=pool)
-                    writers["dem"].write(np.nan_to_num(elevation, nan=DEM_NODATA)[None], window)
+                arrays = read_inputs(keys, products, grid, window, pool=pool)
+                for key, array in arrays.items():
+                    # Channels-last views of channels-first reads: back to (C, H, W).
+                    writers[key].write(np.moveaxis(array, -1, 0), window)
         files = {key: tmp / f"{key}.tif" for key in writers}
         files.update(_quicklooks(tmp, files, bands))
         manifest = _manifest(name, grid, bands, s2, s1, dem, files)
@@ -150,27 +146,28 @@ def _writers(
     folder: Path, grid: Grid, bands: tuple[str, ...], s2: S2Product, s1: S1Product | None,
     dem: Dem | None, inputs: list[str], dates: list[str],
 ) -> dict[str, CogWriter]:
-    tags = provenance_tags(inputs, dates, tile=s2.tile or "", grid=grid.crs.to_string())
+    tags = provenance_tags(inputs, dates, tile=s2.tile or "", grid=grid.crs.to_string(),
+                           s2_level=s2.level)
     writers = {
-        "s2": CogWriter(folder / "s2.tif", grid, len(bands), "int16", S2_NODATA,
-                        band_names=list(bands), tags={**tags, "DECLOUD_KEY": "s2",
-                                                      "DECLOUD_SCALE": str(S2_SCALE)}),
-        "s2_mask": CogWriter(folder / "s2_mask.tif", grid, 1, "uint8", MASK_NODATA,
-                             band_names=["mask"],
-                             tags={**tags, "DECLOUD_KEY": "s2_mask",
-                                   "DECLOUD_MASK_ORIGIN": s2.mask_origin},
-                             overview_resampling=Resampling.nearest),
+        KEY_S2: CogWriter(folder / "s2.tif", grid, len(bands), "int16", S2_NODATA,
+                          band_names=list(bands),
+                          tags={**tags, "DECLOUD_KEY": KEY_S2, "DECLOUD_SCALE": str(S2_SCALE)}),
+        KEY_S2_MASK: CogWriter(folder / "s2_mask.tif", grid, 1, "uint8", MASK_NODATA,
+                               band_names=["mask"],
+                               tags={**tags, "DECLOUD_KEY": KEY_S2_MASK,
+                                     "DECLOUD_MASK_ORIGIN": s2.mask_origin},
+                               overview_resampling=Resampling.nearest),
     }
     if s1 is not None:
-        writers["s1"] = CogWriter(folder / "s1.tif", grid, 2, "uint16", S1_NODATA,
-                                  band_names=list(S1_POLARISATIONS),
-                                  tags={**tags, "DECLOUD_KEY": "s1",
-                                        PREPARED_ENCODING_TAG: "ln_clip"},
-                                  overview_resampling=Resampling.nearest)
+        writers[KEY_S1] = CogWriter(folder / "s1.tif", grid, 2, "uint16", S1_NODATA,
+                                    band_names=list(S1_POLARISATIONS),
+                                    tags={**tags, "DECLOUD_KEY": KEY_S1,
+                                          PREPARED_ENCODING_TAG: "ln_clip"},
+                                    overview_resampling=Resampling.nearest)
     if dem is not None:
-        writers["dem"] = CogWriter(folder / "dem.tif", grid, 1, "float32", DEM_NODATA,
-                                   band_names=["elevation"],
-                                   tags={**tags, "DECLOUD_KEY": "dem"})
+        writers[KEY_DEM] = CogWriter(folder / "dem.tif", grid, 1, "float32", DEM_NODATA,
+                                     band_names=["elevation"],
+                                     tags={**tags, "DECLOUD_KEY": KEY_DEM})
     return writers
 
 
@@ -187,10 +184,10 @@ def _decimated(path: Path, indexes: list[int]) -> np.ndarray:
 def _quicklooks(folder: Path, files: dict[str, Path], bands: tuple[str, ...]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     if all(b in bands for b in S2_RGB):
-        rgb = _decimated(files["s2"], [bands.index(b) + 1 for b in S2_RGB]) / S2_SCALE
+        rgb = _decimated(files[KEY_S2], [bands.index(b) + 1 for b in S2_RGB]) / S2_SCALE
         out["s2_rgb"] = write_png(folder / "s2_rgb.png", s2_true_colour(rgb))
-    if "s1" in files:
-        vv, vh = linear_to_db(decode_prepared(_decimated(files["s1"], [1, 2])))
+    if KEY_S1 in files:
+        vv, vh = linear_to_db(decode_prepared(_decimated(files[KEY_S1], [1, 2])))
         out["s1_false_colour"] = write_png(folder / "s1_false_colour.png",
                                            s1_false_colour(vv, vh))
     return out
@@ -207,7 +204,8 @@ def _manifest(
                  "width": grid.width, "height": grid.height},
         "files": {k: v.name for k, v in files.items()},
         "s2": {"product": str(s2.path), "acquired": s2.acquired.isoformat(), "bands": bands,
-               "scale": S2_SCALE, "nodata": S2_NODATA, "mask_origin": s2.mask_origin},
+               "scale": S2_SCALE, "nodata": S2_NODATA, "mask_origin": s2.mask_origin,
+               "level": s2.level},
         "s1": None if s1 is None else {
             "files": s1.files, "acquired": s1.acquired.isoformat(),
             "gap_hours": round(abs(s1.acquired - s2.acquired).total_seconds() / 3600, 2),

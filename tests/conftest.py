@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -32,3 +33,14 @@ def archive_copy(tmp_path: Path) -> Path:
 def leftovers(folder: Path) -> list[Path]:
     """Every file under folder (to check that a failed job left nothing)."""
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def file_identity(path: Path) -> tuple[int, int, str]:
+    """Device, inode and SHA-256 of a file: equal before and after means not rewritten.
+
+    Atomic writes replace a file by a new inode; an in-place rewrite keeps the inode but
+    would change the bytes. Modification times are not used: their resolution (up to
+    seconds on some file systems) lets a rewrite go unseen.
+    """
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino, hashlib.sha256(path.read_bytes()).hexdigest()

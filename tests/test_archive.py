@@ -68,3 +68,51 @@ def test_flat_folders_and_bad_entries(tmp_path: Path) -> None:
     assert "not an S1Tiling file name" in reasons["whatever.tif"]
     assert "does not exist" in reasons["missing_dem_root"]
     assert "notes.txt" not in reasons
+
+
+def test_roots_merge_into_one_archive(tmp_path: Path) -> None:
+    whole = Archive.from_root(ARCHIVE)
+    # Separate roots: S2 of the archive, S1 and DEM from a copy of the other two.
+    shutil.copytree(ARCHIVE / "S1", tmp_path / "S1")
+    shutil.copytree(ARCHIVE / "DEM", tmp_path / "DEM")
+    parts = Archive.from_roots(s2_root=ARCHIVE / "S2", s1_root=tmp_path / "S1",
+                               dem_root=tmp_path / "DEM")
+    assert [p.name for p in parts.s2] == [p.name for p in whole.s2]
+    assert [p.name for p in parts.s1] == [p.name for p in whole.s1]
+    assert len(parts.dems) == 1 and parts.problems == []
+    # A root and one of its own sub-folders: every product once, in scan order.
+    both = Archive.from_roots(ARCHIVE, s2_root=ARCHIVE / "S2", dem_root=ARCHIVE / "DEM")
+    assert [p.path for p in both.s2] == [p.path for p in whole.s2]
+    assert [p.files for p in both.s1] == [p.files for p in whole.s1]
+    assert len(both.dems) == 1
+    # Another S2 folder adds its products, sorted in with the root's.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    shutil.copytree(THEIA, extra / THEIA.name)
+    (extra / "notes.bin").write_text("not a product")
+    more = Archive.from_roots(tmp_path, s2_root=extra)
+    assert [p.path for p in more.s2] == [extra / THEIA.name]
+    assert [p.path.name for p in more.problems] == ["notes.bin"]
+    with pytest.raises(NoProductError, match="no archive"):
+        Archive.from_roots()
+
+
+def test_inventory_rows_in_the_library(tmp_path: Path) -> None:
+    from decloud.archive import inventory_rows
+
+    shutil.copytree(THEIA, tmp_path / "S2" / THEIA.name)
+    shutil.copytree(ARCHIVE / "DEM", tmp_path / "DEM")
+    archive = Archive.from_root(tmp_path)
+    rows = inventory_rows(archive)
+    assert [r["sensor"] for r in rows] == ["S2", "DEM"]
+    s2 = rows[0]
+    assert s2["name"] == THEIA.name and s2["tile"] == "T33TVM" and s2["level"] == "L2A"
+    assert s2["path"] == str(archive.s2[0].path) and "problem" not in s2
+    cover = archive.s2[0].cover(20.0)
+    assert (s2["cloud"], s2["shadow"], s2["nodata"]) == (
+        cover["cloud"], cover["shadow"], cover["nodata"])
+    # Masks that cannot be read: the row says why, the listing goes on.
+    for mask in (tmp_path / "S2" / THEIA.name / "MASKS").glob("*.tif"):
+        mask.write_bytes(mask.read_bytes()[:100])
+    broken = inventory_rows(Archive.from_root(tmp_path))
+    assert THEIA.name in broken[0]["problem"] and broken[1]["sensor"] == "DEM"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from decloud.errors import CorruptRasterError, ExtentError, GridError
+from decloud.errors import ArgumentError, CorruptRasterError, ExtentError, GridError
 from decloud.grid import Grid, RasterKind, Resampling, Window, read_on_grid, require_coverage
+from decloud.windows import core_crop
 
 UTM31 = CRS.from_epsg(32631)
 X0, Y0 = 600000.0, 5000000.0
@@ -161,3 +163,237 @@ def test_gdal_env_keeps_a_real_block_cache() -> None:
 
     with gdal_env():
         assert rasterio.env.get_gdal_config("GDAL_CACHEMAX") > 64 * 2**20  # bytes
+
+
+@pytest.mark.parametrize(("width", "height", "size", "margin", "multiple"),
+                         [(10, 7, 4, 0, 4), (37, 21, 16, 8, 8), (5, 5, 16, 16, 16),
+                          (33, 40, 12, 6, 2)])
+def test_windows_fit_a_size_multiple(width: int, height: int, size: int, margin: int,
+                                     multiple: int) -> None:
+    grid = grid10(width, height)
+    seen = np.zeros(grid.shape, int)
+    for core, padded in grid.windows(size, margin=margin, multiple=multiple):
+        seen[core.row_off:core.row_off + core.height, core.col_off:core.col_off + core.width] += 1
+        # Every padded window (edge ones too) is a valid model input, on the lattice
+        # of the whole image padded by the margin, and holds its core plus the margin.
+        assert padded.width % multiple == 0 and padded.height % multiple == 0
+        assert (padded.col_off + margin) % multiple == 0
+        assert (padded.row_off + margin) % multiple == 0
+        where = core_crop(core, padded)
+        assert (where.top, where.left) == (margin, margin)
+        assert padded.width - core.width - 2 * margin < multiple
+        assert padded.height - core.height - 2 * margin < multiple
+    assert (seen == 1).all()
+
+
+def test_windows_refuse_sizes_off_the_lattice() -> None:
+    with pytest.raises(GridError, match="multiples of 8"):
+        list(grid10().windows(12, margin=8, multiple=8))
+    with pytest.raises(GridError, match="multiples of 8"):
+        list(grid10().windows(16, margin=4, multiple=8))
+    with pytest.raises(GridError, match="invalid"):
+        list(grid10().windows(16, multiple=0))
+
+
+def _stream(path: Path, grid: Grid, size: int, **kwargs: object) -> np.ndarray:
+    """Read a raster onto a grid window by window and mosaic the windows."""
+    out = np.full(grid.shape, np.nan, np.float32)
+    for core, _ in grid.windows(size):
+        r, c = int(core.row_off), int(core.col_off)
+        out[r:r + int(core.height), c:c + int(core.width)] = read_on_grid(
+            path, grid, core, **kwargs)[0]  # type: ignore[arg-type]
+    return out
+
+
+@pytest.mark.parametrize("resampling", [Resampling.bilinear, Resampling.cubic,
+                                        Resampling.average, Resampling.nearest])
+def test_reprojected_windows_equal_the_whole_warp(tmp_path: Path,
+                                                  resampling: Resampling) -> None:
+    # A smooth field in the neighbouring UTM zone, with a nodata hole, onto UTM 31:
+    # GDAL's approximate transformer and per-chunk scale would make windows (1 px
+    # wide at the edges here) differ from the whole warp.
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:60, 0:60]
+    field = (1000 + 30 * np.sin(x / 5.0) * np.cos(y / 7.0)
+             + rng.normal(0, 1, (60, 60))).astype(np.float32)
+    field[20:24, 30:33] = -9999
+    src = write(tmp_path / "z32.tif", field, 10.0, crs=CRS.from_epsg(32632), x0=128200.0,
+                y0=5010120.0, nodata=-9999)
+    for res in (10.0, 20.0):  # upsampling-like and downsampling-like targets
+        grid = Grid(UTM31, Affine(res, 0, X0 - 20, 0, -res, Y0 - 40), round(450 / res),
+                    round(450 / res))
+        whole = read_on_grid(src, grid, resampling=resampling)[0]
+        assert np.isfinite(whole).mean() > 0.9
+        for size in (7, 16):
+            np.testing.assert_array_equal(_stream(src, grid, size, resampling=resampling),
+                                          whole)
+
+
+# --- Fast read paths: bit-exact against a per-pixel reference -------------------------
+
+
+def _reference(values: np.ndarray, nodata: float | None, k: int, row_off: int, col_off: int,
+               height: int, width: int, bilinear: bool, scale: float = 1.0,
+               offset: float = 0.0) -> np.ndarray:
+    """Upsample by k one pixel at a time, in float32, the way GDAL's warper defines it.
+
+    A target centre ``j`` lies at source coordinate ``u = (off + j + 0.5) / k - 0.5``;
+    bilinear weights ``floor(u)`` and the next pixel (clamped to the source) by
+    ``1 - w`` and ``w``, columns first; weights are renormalised over valid pixels
+    when the pixels the window uses hold nodata, and a pixel whose nearest source pixel
+    is nodata is nodata. Then ``value * scale + offset``.
+    """
+    n_rows, n_cols = values.shape
+    a = values.astype(np.float32)
+    miss = values == nodata if nodata is not None else np.zeros(values.shape, bool)
+    a[miss] = np.nan
+    one = np.float32(1)
+
+    def axis(j: int, off: int, n: int) -> tuple[int, int, np.float32, int] | None:
+        u = (off + j + 0.5) / k - 0.5
+        if not -0.5 <= u <= n - 0.5:
+            return None
+        own = min(max(math.floor(u + 0.5), 0), n - 1)
+        if not bilinear:
+            return own, own, np.float32(0), own
+        i0 = math.floor(u)
+        return min(max(i0, 0), n - 1), min(max(i0 + 1, 0), n - 1), np.float32(u - i0), own
+
+    rows = [axis(j, row_off, n_rows) for j in range(height)]
+    cols = [axis(j, col_off, n_cols) for j in range(width)]
+    used_r = [i for r in rows if r for i in r[:2]]
+    used_c = [i for c in cols if c for i in c[:2]]
+    out = np.full((height, width), np.nan, np.float32)
+    if not used_r or not used_c:
+        return out
+    renorm = bool(miss[min(used_r):max(used_r) + 1, min(used_c):max(used_c) + 1].any())
+    total = np.where(miss, np.float32(0), a)
+    weight = (~miss).astype(np.float32)
+
+    def interp(x: np.ndarray, r: tuple[int, int, np.float32, int],
+               c: tuple[int, int, np.float32, int]) -> np.float32:
+        top = x[r[0], c[0]] * (one - c[2]) + x[r[0], c[1]] * c[2]
+        bottom = x[r[1], c[0]] * (one - c[2]) + x[r[1], c[1]] * c[2]
+        return top * (one - r[2]) + bottom * r[2]
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                if r is None or c is None:
+                    continue
+                if not bilinear:
+                    value = a[r[3], c[3]]
+                elif renorm:
+                    value = interp(total, r, c) / interp(weight, r, c)
+                    if miss[r[3], c[3]]:
+                        value = np.float32(np.nan)
+                else:
+                    value = interp(a, r, c)
+                if scale != 1.0:
+                    value = value * np.float32(scale)
+                if offset != 0.0:
+                    value = value + np.float32(offset)
+                out[i, j] = value
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 3, 6])
+@pytest.mark.parametrize(("dtype", "nodata"), [("int16", -10000), ("uint16", 0),
+                                               ("float32", -9999.0)])
+@pytest.mark.parametrize("strip_bytes", [None, 700])
+def test_upsampling_equals_the_per_pixel_reference_to_the_bit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, k: int, dtype: str, nodata: float,
+        strip_bytes: int | None) -> None:
+    import decloud.grid
+
+    if strip_bytes is not None:  # many strips per window
+        monkeypatch.setattr(decloud.grid, "_STRIP_BYTES", strip_bytes)
+    rng = np.random.default_rng(k)
+    values = rng.integers(100, 5000, (13, 14)).astype(dtype)
+    values[rng.random(values.shape) < 0.12] = nodata
+    values[:, :3] = nodata  # a swath edge as well as holes
+    clean = rng.integers(100, 5000, (13, 14)).astype(dtype)  # no nodata at all
+    grid = grid10(14 * k, 13 * k)
+    windows = [Window(-3, 5, 31, 29), Window(4, -2, 14 * k, 13 * k + 5), Window(7, 9, 2, 3)]
+    for data in (values, clean):
+        src_path = write(tmp_path / f"{k}{dtype}{data is clean}.tif", data, 10.0 * k,
+                         nodata=nodata)
+        with rasterio.open(src_path) as src:
+            for window in windows:
+                for method, bilinear in ((Resampling.bilinear, True),
+                                         (Resampling.nearest, False)):
+                    got = read_on_grid(src, grid, window, resampling=method, scale=1e-4,
+                                       offset=-0.1)[0]
+                    want = _reference(data, nodata, k, int(window.row_off),
+                                      int(window.col_off), int(window.height),
+                                      int(window.width), bilinear, 1e-4, -0.1)
+                    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_upsampled_windows_equal_the_whole_read_to_the_bit(tmp_path: Path) -> None:
+    # int16 at 20 m with holes and a swath edge (the k = 2 exact path and its border
+    # fix-up), read whole and in windows of several sizes: streamed equals whole.
+    rng = np.random.default_rng(4)
+    values = rng.integers(-500, 9000, (40, 44)).astype(np.int16)
+    values[rng.random(values.shape) < 0.05] = -10000
+    values[np.arange(40)[:, None] > np.arange(44)[None, :] // 2 + 20] = -10000
+    src = write(tmp_path / "edge.tif", values, 20.0, nodata=-10000)
+    grid = grid10(88, 80)
+    whole = read_on_grid(src, grid, scale=1e-4)[0]
+    assert np.isnan(whole).any() and np.isfinite(whole).mean() > 0.5
+    for size in (5, 16, 33):
+        out = np.full(grid.shape, -1.0, np.float32)
+        for core, _ in grid.windows(size):
+            r, c = int(core.row_off), int(core.col_off)
+            out[r:r + int(core.height), c:c + int(core.width)] = read_on_grid(
+                src, grid, core, scale=1e-4)[0]
+        np.testing.assert_array_equal(out.view(np.uint32), whole.view(np.uint32))
+
+
+def test_read_into_a_view_of_a_larger_array(tmp_path: Path) -> None:
+    values = np.arange(100, 164, dtype=np.int16).reshape(8, 8)
+    values[2, 3] = -10000
+    src20 = write(tmp_path / "v20.tif", values, 20.0, nodata=-10000)
+    src10 = write(tmp_path / "v10.tif", values, 10.0, nodata=-10000)
+    for src, grid in ((src20, grid10(16, 16)), (src10, grid10(8, 8))):
+        window = Window(-2, 1, 9, 7)
+        expected = read_on_grid(src, grid, window)
+        big = np.full((3, 10, 12), 7.0, np.float32)
+        view = big[1:2, 2:9, 1:10]
+        assert read_on_grid(src, grid, window, out=view) is view
+        np.testing.assert_array_equal(view, expected)
+        big[1:2, 2:9, 1:10] = 7.0
+        assert (big == 7.0).all()  # nothing written outside the view
+    with pytest.raises(ArgumentError, match="out"):
+        read_on_grid(src10, grid10(8, 8), out=np.empty((1, 8, 7), np.float32))
+    with pytest.raises(ArgumentError, match="out"):
+        read_on_grid(src10, grid10(8, 8), out=np.empty((1, 8, 8), np.float64))
+    with pytest.raises(ArgumentError, match="scale"):
+        read_on_grid(src10, grid10(8, 8), kind=RasterKind.MASK, scale=2.0)
+
+
+def test_nodata_is_compared_in_the_source_type(tmp_path: Path) -> None:
+    values = np.array([[0, 1, 65535, 40000]], np.uint16)
+    src = write(tmp_path / "u16.tif", values, 10.0)
+    grid = grid10(4, 1)
+    # 0 and 65535 are uint16 values; -1 and 1.5 are not, so nothing is nodata.
+    assert np.isnan(read_on_grid(src, grid, src_nodata=0)[0]).tolist() == [[True, False,
+                                                                            False, False]]
+    assert np.isnan(read_on_grid(src, grid, src_nodata=65535)[0])[0, 2]
+    for never in (-1, 1.5, 70000, float("nan")):
+        assert not np.isnan(read_on_grid(src, grid, src_nodata=never)).any()
+    floats = write(tmp_path / "f32.tif", np.array([[0.1, -9999.0]], np.float32), 10.0)
+    got = read_on_grid(floats, grid10(2, 1), src_nodata=-9999.0)[0]
+    assert got[0, 0] == np.float32(0.1) and np.isnan(got[0, 1])
+
+
+def test_scale_and_offset_equal_a_separate_pass(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    values = rng.integers(1, 12000, (9, 9)).astype(np.uint16)
+    values[4, 4] = 0
+    for res, grid in ((10.0, grid10(9, 9)), (20.0, grid10(18, 18)), (30.0, grid10(27, 27))):
+        src = write(tmp_path / f"s{res}.tif", values, res, nodata=0)
+        plain = read_on_grid(src, grid)
+        expected = plain * np.float32(1e-4) + np.float32(-0.1)
+        got = read_on_grid(src, grid, scale=1e-4, offset=-0.1)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))

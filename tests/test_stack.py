@@ -13,8 +13,9 @@ import rasterio
 from decloud.archive import Archive
 from decloud.constants import S2_BANDS, MaskClass
 from decloud.errors import MissingBandError, OutputExistsError
+from decloud.keys import encode_s2
 from decloud.s1 import decode_prepared, linear_to_db
-from decloud.stack import build_stack, encode_s2
+from decloud.stack import build_stack
 from tests.conftest import ARCHIVE
 
 

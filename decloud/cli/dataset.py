@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from decloud.datasets import plan_dataset, preview, write_dataset
+from decloud.datasets import PlanOptions, WriteOptions, plan_dataset, preview, write_dataset
 from decloud.datasets.reader import load_manifest
 from decloud.index.catalog import Catalog
 from decloud.index.samplers import SAMPLERS
@@ -44,8 +44,8 @@ def _fractions(values: tuple[str, ...]) -> dict[str, float] | None:
     return out
 
 
-def _bands(value: str | None) -> list[str] | None:
-    return [b.strip() for b in value.split(",") if b.strip()] if value else None
+def _bands(value: str | None) -> tuple[str, ...] | None:
+    return tuple(b.strip() for b in value.split(",") if b.strip()) if value else None
 
 
 @click.group()
@@ -58,7 +58,7 @@ def dataset() -> None:
               help="Catalog folder (decloud index).")
 @click.option("--layout", "layout_file", required=True,
               type=click.Path(dir_okay=False, path_type=Path),
-              help="Acquisition layout (.yaml, or CNES decloud .json).")
+              help="Acquisition layout (.yaml, CNES .json, or a shipped layout's name).")
 @click.option("--tile", "tiles", multiple=True, help="Tile to draw from (repeat); default all.")
 @click.option("--samples", type=click.IntRange(min=1), required=True,
               help="Number of samples to draw (all splits together).")
@@ -107,18 +107,22 @@ def create(
         raise click.UsageError("give --split or --roi, not both")
     roi_paths = {k: Path(v) for k, v in _pairs(rois, "--roi").items()} or None
     layout = load_layout(layout_file)
+    plan_options = PlanOptions(
+        samples=samples, tiles=tiles or None, sampler=sampler, seed=seed,
+        splits=_fractions(splits), split_block=split_block, split_buffer=split_buffer,
+        rois=roi_paths, per_position=per_position)
+    # Bands left out keep WriteOptions' defaults.
+    chosen = {k: v for k, v in (("bands10", _bands(bands10)), ("bands20", _bands(bands20)))
+              if v is not None}
+    write_options = WriteOptions(
+        patch_size=patch_size, shard_size=shard_size, workers=workers, scheduler=scheduler,
+        progress=not quiet, overwrite=overwrite, dem_root=dem_root, compress=compress,
+        **chosen)
     with Catalog.open(catalog_dir) as catalog:
-        plan = plan_dataset(catalog, layout, list(tiles) or None, samples, sampler=sampler,
-                            seed=seed, splits=_fractions(splits), split_block=split_block,
-                            split_buffer=split_buffer, rois=roi_paths,
-                            per_position=per_position)
+        plan = plan_dataset(catalog, layout, plan_options)
         click.echo(f"plan: {len(plan)} samples of {samples} asked ("
                    + ", ".join(f"{k} {v}" for k, v in plan.counts().items()) + ")")
-        folder = write_dataset(catalog, plan, out_dir, patch_size=patch_size,
-                               shard_size=shard_size, workers=workers, scheduler=scheduler,
-                               progress=not quiet, overwrite=overwrite,
-                               bands10=_bands(bands10), bands20=_bands(bands20),
-                               dem_root=dem_root, compress=compress)
+        folder = write_dataset(catalog, plan, out_dir, write_options)
     click.echo(f"dataset: {folder}")
 
 

@@ -5,70 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
+from decloud.cli.backend import load_backend
 from decloud.errors import ExportError
 
-if TYPE_CHECKING:
-    import keras
-
-    from decloud.models.zoo import ModelSpec
-
-__all__ = ["export", "load_for_export"]
-
-
-def load_for_export(model_path: Path, config: str | None = None,
-                    ) -> tuple[keras.Model, ModelSpec]:
-    """Load a ``.keras`` model and rebuild its spec.
-
-    The spec (receptive field, size multiple, inputs and outputs) is rebuilt from
-    ``config`` (a registered name or a YAML file) when given, else from the
-    configuration in the model card (``model_card.json``) next to the model. It must
-    name the model's inputs, with their channels.
-
-    Args:
-        model_path: The ``.keras`` file.
-        config: A model name or configuration file, or None to read the model card.
-
-    Returns:
-        The Keras model and its :class:`~decloud.models.ModelSpec`.
-
-    Raises:
-        ExportError: The model cannot be read, no configuration is found, or it does
-            not describe the model.
-        ModelCardError: The model card cannot be read.
-    """
-    import keras  # heavy: only for this command
-
-    from decloud.models import build, get_config
-    from decloud.models.card import CARD_FILE, card_spec, load_model
-
-    if config is None:
-        if not (model_path.parent / CARD_FILE).is_file():
-            raise ExportError(f"no {CARD_FILE} next to the model: pass --config NAME (or a "
-                              "YAML file) to rebuild its spec", path=model_path)
-        model, card = load_model(model_path)
-        spec = card_spec(card)
-        name = str(card.get("name"))
-    else:
-        # The custom layers, losses and metrics register themselves on import.
-        from decloud.models import losses, metrics, normalization, zoo  # noqa: F401
-
-        model_config = get_config(config)
-        try:
-            model = keras.saving.load_model(model_path, compile=False)
-        except (OSError, ValueError, TypeError) as err:
-            raise ExportError(f"cannot load the model ({err})", path=model_path) from err
-        _, spec = build(model_config)
-        name = model_config.name
-    inputs = {k: int(t.shape[-1]) for k, t in dict(model.input).items()}
-    expected = {k: s.channels for k, s in spec.inputs.items()}
-    if inputs != expected:
-        raise ExportError(f"the configuration {name!r} takes {expected}, the model takes "
-                          f"{inputs} (input: channels)", path=model_path, field="config")
-    return model, spec
+__all__ = ["export"]
 
 
 @click.command()
@@ -102,11 +45,13 @@ def export(model_path: Path, fmt: str, out: Path, config: str | None, margin: in
     one OTBTF's TensorflowModelServe writes. Its otbtf.json holds the command line.
     A failed check removes the export and exits with status 1.
     """
+    load_backend()
     from decloud.models.export import (
         OTBTF_FILE,
         check_agreement,
         export_onnx,
         export_savedmodel,
+        load_for_export,
     )
 
     model, spec = load_for_export(model_path, config)

@@ -18,12 +18,22 @@ def index() -> None:
     """The spatio-temporal patch index (catalog + R-tree) of an archive."""
 
 
-def _report(report: AddReport, catalog: Catalog) -> None:
+def _report(report: AddReport, catalog: Catalog, *, strict: bool = False) -> None:
     click.echo(f"added {len(report.added)} product(s), {len(report.skipped)} already indexed, "
                f"{len(report.failed)} failed; catalog holds {catalog.count('S2')} S2 and "
                f"{catalog.count('S1')} S1 product(s)")
     for path, reason in report.failed.items():
         click.echo(f"failed {path}: {reason}", err=True)
+    if strict and report.failed:
+        n = len(report.failed)
+        path, reason = next(iter(report.failed.items()))
+        raise click.ClickException(f"{n} entr{'y' if n == 1 else 'ies'} could not be indexed; "
+                                   f"{path}: {reason}")
+
+
+_STRICT = click.option("--strict", is_flag=True,
+                       help="Exit non-zero when an entry could not be read or indexed (the "
+                            "others are indexed all the same).")
 
 
 @index.command()
@@ -34,15 +44,19 @@ def _report(report: AddReport, catalog: Catalog) -> None:
               help="Side of the elementary patches, 10 m pixels.")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Products whose statistics are computed at once.")
+@_STRICT
 def build(archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
-          dem_root: Path | None, folder: Path, patch_size: int, workers: int) -> None:
+          dem_root: Path | None, folder: Path, patch_size: int, workers: int,
+          strict: bool) -> None:
     """Create a catalog and index every product of an archive.
 
-    Interrupted builds resume with `decloud index add`: products already indexed are kept.
+    Every band and mask file is opened first: an unreadable product is skipped, listed
+    with the reason and counted as failed. Interrupted builds resume with
+    `decloud index add`: products already indexed are kept.
     """
-    archive = archive_from_options(archive_root, s2_root, s1_root, dem_root)
+    archive = archive_from_options(archive_root, s2_root, s1_root, dem_root, check_files=True)
     with Catalog.create(folder, patch_size=patch_size) as catalog:
-        _report(catalog.add(archive, workers=workers, progress=True), catalog)
+        _report(catalog.add(archive, workers=workers, progress=True), catalog, strict=strict)
 
 
 @index.command()
@@ -52,12 +66,13 @@ def build(archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
               help="Existing catalog folder.")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Products whose statistics are computed at once.")
+@_STRICT
 def add(archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
-        dem_root: Path | None, folder: Path, workers: int) -> None:
+        dem_root: Path | None, folder: Path, workers: int, strict: bool) -> None:
     """Add the products of an archive that the catalog does not hold yet."""
-    archive = archive_from_options(archive_root, s2_root, s1_root, dem_root)
+    archive = archive_from_options(archive_root, s2_root, s1_root, dem_root, check_files=True)
     with Catalog.open(folder) as catalog:
-        _report(catalog.add(archive, workers=workers, progress=True), catalog)
+        _report(catalog.add(archive, workers=workers, progress=True), catalog, strict=strict)
 
 
 @index.command()

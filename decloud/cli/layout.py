@@ -23,7 +23,10 @@ def layout() -> None:
 @layout.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 def show(file: Path) -> None:
-    """Print the layout in FILE (.yaml or CNES .json) and its dataset keys."""
+    """Print the layout in FILE (.yaml, CNES .json, or a shipped name) and its dataset keys.
+
+    A shipped layout is named without extension: decloud layout show os2-occitanie.
+    """
     # load_layout reports a missing file itself, as a LayoutError like any other problem.
     spec = load_layout(file)
     click.echo(layout_table(spec))
@@ -40,7 +43,7 @@ def show(file: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed drawing the layout's random cloud bounds.")
 def count(file: Path, folder: Path, tiles: tuple[str, ...], seed: int) -> None:
-    """Count the tuples matching the layout in FILE, per tile."""
+    """Count the tuples matching the layout in FILE (or a shipped layout's name), per tile."""
     spec = load_layout(file).resolve(np.random.default_rng(seed))
     with Catalog.open(folder) as catalog:
         names = [normalize_tile(t) for t in tiles] or catalog.tiles()

@@ -1,12 +1,13 @@
-"""Entry point of the ``decloud`` command."""
+"""Entry point of the ``decloud`` command.
+
+Commands import Keras (and so TensorFlow or JAX) only when they need it, through
+:func:`decloud.cli.backend.load_backend`, which keeps the backend's start-up lines off
+the terminal: ``decloud --help`` and the raster commands never load it.
+"""
 
 from __future__ import annotations
 
-import os
 from typing import Any
-
-# TensorFlow's C++ start-up chatter drowns the CLI's output; warnings and errors stay.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import click
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import yaml
 
+from decloud.cli.backend import load_backend
+
 if TYPE_CHECKING:
     from decloud.models.zoo import ModelSpec
 
@@ -31,6 +33,7 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def list_command(as_json: bool) -> None:
     """List the registered models: architecture, inputs, outputs, size, receptive field."""
+    load_backend()
     # Keras (and its backend) load here, not when the CLI starts.
     from decloud.models import build, list_configs
 
@@ -52,6 +55,7 @@ def list_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the spec as JSON.")
 def show(name: str, as_json: bool) -> None:
     """Show the configuration of model NAME (or a .yaml file) and what it builds."""
+    load_backend()
     from decloud.models import build, get_config
 
     config = get_config(name)
@@ -94,9 +98,10 @@ def evaluate(models_: tuple[str, ...], dataset: str, split: str, batch_size: int
     """
     from pathlib import Path
 
+    load_backend()
+    from decloud.evaluation import evaluate_model
     from decloud.models import build, get_config
     from decloud.models.card import card_spec, load_model
-    from decloud.models.training import evaluate_model
 
     results: dict[str, dict[str, float]] = {}
     for item in models_:

@@ -31,18 +31,12 @@ def archive_options(func: F) -> F:
 
 
 def archive_from_options(
-    archive_root: Path | None, s2_root: Path | None, s1_root: Path | None, dem_root: Path | None
+    archive_root: Path | None, s2_root: Path | None, s1_root: Path | None, dem_root: Path | None,
+    *, check_files: bool = False,
 ) -> Archive:
-    """Scan the archive the options name."""
+    """Scan the archive the options name (``check_files``: see :meth:`Archive.scan`)."""
     if archive_root is None and not (s2_root or s1_root or dem_root):
         raise click.UsageError("give --archive ROOT, or at least one of --s2-root, --s1-root, "
                                "--dem-root")
-    if archive_root is not None:
-        archive = Archive.from_root(archive_root)
-        extra = Archive.scan(s2_root, s1_root, dem_root)
-        archive.s2 += extra.s2
-        archive.s1 += extra.s1
-        archive.dems += extra.dems
-        archive.problems += extra.problems
-        return archive
-    return Archive.scan(s2_root, s1_root, dem_root)
+    return Archive.from_roots(archive_root, s2_root, s1_root, dem_root,
+                              check_files=check_files)

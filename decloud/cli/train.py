@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from decloud.cli.backend import load_backend
+from decloud.training.options import TrainOptions
+
 __all__ = ["metrics_table", "train"]
 
 _DIR = click.Path(file_okay=False, path_type=Path)
@@ -20,7 +23,7 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     """A text table of metrics: one row per split, output and region, one column per kind.
 
     The main output's metrics are unprefixed, the others' prefixed by their key
-    (``s2_20m_target_mae``), as :func:`~decloud.models.training.evaluate_model` names them.
+    (``s2_20m_target_mae``), as :func:`~decloud.evaluation.evaluate_model` names them.
     """
     lines = [f"{'split':12s} {'output':16s} {'region':8s} "
              + " ".join(f"{k:>9s}" for k in _SHOWN)]
@@ -79,17 +82,19 @@ def train(model_name: str, dataset_dir: Path, out_dir: Path, epochs: int | None,
     Rerunning the same command resumes an interrupted run (or continues a finished one
     with more --epochs).
     """
-    # Keras (and its backend) load here, not when the CLI starts.
-    from decloud.models.registry import get_config
-    from decloud.models.training import train as train_model
-
-    config = get_config(model_name)
-    result = train_model(
-        config, dataset_dir, out_dir, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, loss=loss, seed=seed, mixed_precision=mixed_precision,
-        train_split=train_split, valid_splits=list(valid_splits) or None, patience=patience,
+    # Checked before the backend loads (seconds), so a bad option fails at once.
+    options = TrainOptions(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, loss=loss,
+        seed=seed, mixed_precision=mixed_precision, train_split=train_split,
+        valid_splits=list(valid_splits) or None, patience=patience,
         steps_per_epoch=steps_per_epoch, augment=not no_augment, resume=not restart,
         previews=not no_previews, tensorboard=not no_tensorboard, progress=not quiet)
+    load_backend()
+    # Keras (and its backend) load here, not when the CLI starts.
+    from decloud.models.registry import get_config
+    from decloud.training import train as train_model
+
+    result = train_model(get_config(model_name), dataset_dir, out_dir, options)
     click.echo(f"model: {result.model_path}")
     click.echo(f"card:  {result.card_path}")
     epochs_done = len(result.history.get("epoch", []))

@@ -1,25 +1,28 @@
 """Training datasets: plans drawn from the patch index, sharded numpy files, loaders.
 
 ``plan_dataset`` draws the samples (tuples of products at patch positions, by split)
-from a catalog and an acquisition layout; ``write_dataset`` reads their patches into
+from a catalog and an acquisition layout (:class:`PlanOptions`); ``write_dataset``
+(:class:`WriteOptions`) reads their patches into
 ``.npz`` shards, resumably and on Dask; ``TrainingDataset`` reads them back with numpy
 only (batches, augmentation, a Keras adapter); ``preview`` draws a PNG contact sheet.
 The folder format is described in :mod:`decloud.datasets.format`.
 """
 
 from decloud.datasets.format import FORMAT_NAME, FORMAT_VERSION, KeySpec, dataset_keys
-from decloud.datasets.plan import DatasetPlan, PlanSample, plan_dataset
+from decloud.datasets.plan import DatasetPlan, PlanOptions, PlanSample, plan_dataset
 from decloud.datasets.preview import preview
 from decloud.datasets.reader import TrainingDataset, augment_sample, load_manifest
-from decloud.datasets.writer import write_dataset
+from decloud.datasets.writer import WriteOptions, write_dataset
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "DatasetPlan",
     "KeySpec",
+    "PlanOptions",
     "PlanSample",
     "TrainingDataset",
+    "WriteOptions",
     "augment_sample",
     "dataset_keys",
     "load_manifest",

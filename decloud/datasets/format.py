@@ -11,7 +11,8 @@ key, an array ``(n, H, W, C)`` (channels last) and ``meta``, an array of ``n`` J
 strings describing each sample (tile, position, footprints, products and dates).
 Zip entries carry a fixed timestamp, so a shard's bytes depend only on its content.
 
-Keys of a layout with acquisitions ``a`` (see :meth:`decloud.layouts.Layout.keys`):
+Keys of a layout with acquisitions ``a`` (see :meth:`decloud.layouts.Layout.keys`; the
+grammar and each kind's dtype, nodata and encoding are :mod:`decloud.keys`'s):
 
 ============== ======= ==================== =============================================
 key            dtype   channels             values
@@ -38,17 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from decloud.constants import (
-    DEM_NODATA,
-    MASK_NODATA,
-    S1_LN_MAX,
-    S1_LN_MIN,
-    S1_NODATA,
-    S1_POLARISATIONS,
-    S2_NODATA,
-    S2_SCALE,
-)
-from decloud.errors import DatasetError
+from decloud.keys import KINDS, REFERENCE_RESOLUTION, KeyKind, parse_key
 from decloud.layouts import Layout
 
 __all__ = [
@@ -84,7 +75,8 @@ class KeySpec:
 
     Attributes:
         name: The key (``s2_t``, ``s2_20m_t``, ``s2_mask_t``, ``s1_t``, ``dem``).
-        kind: ``s2``, ``s2_20m``, ``s2_mask``, ``s1`` or ``dem``.
+        kind: The key's kind (:class:`~decloud.keys.KeyKind`: ``s2``, ``s2_20m``,
+            ``s2_mask``, ``s1`` or ``dem``).
         acquisition: The layout acquisition, None for ``dem``.
         dtype: Numpy dtype name.
         bands: Channel names, in order.
@@ -96,7 +88,7 @@ class KeySpec:
     """
 
     name: str
-    kind: str
+    kind: KeyKind
     acquisition: str | None
     dtype: str
     bands: tuple[str, ...]
@@ -119,48 +111,29 @@ class KeySpec:
         return out
 
 
-_S2_ENCODING = f"reflectance x {S2_SCALE:g}, nodata {S2_NODATA}"
-_S1_ENCODING = (f"prepared: 1 + (clip(ln sigma0, {S1_LN_MIN:g}, {S1_LN_MAX:g}) - "
-                f"({S1_LN_MIN:g})) / {S1_LN_MAX - S1_LN_MIN:g} x 65534, nodata {S1_NODATA} "
-                "(decloud.s1.decode_prepared gives linear sigma0)")
-
-
 def dataset_keys(
     layout: Layout, patch_size: int, bands10: tuple[str, ...], bands20: tuple[str, ...]
 ) -> dict[str, KeySpec]:
     """The keys of a layout's samples, in :meth:`Layout.keys` order.
 
+    Dtype, nodata, scale and encoding of each key come from :data:`decloud.keys.KINDS`.
+
     Args:
         layout: The layout.
-        patch_size: Patch side at 10 m (the 20 m keys have half of it).
+        patch_size: Patch side at 10 m (the 20 m keys have a side scaled by the
+            resolution ratio: half of it).
         bands10: S2 bands of the ``s2_<acq>`` keys (read at 10 m).
         bands20: S2 bands of the ``s2_20m_<acq>`` keys (read at 20 m).
     """
     out: dict[str, KeySpec] = {}
     names: list[str] = layout.keys()
     for key in names:
-        # Acquisition names have no underscore (^[a-z][a-z0-9]*$): the split is exact.
-        parts = key.split("_")
-        acq = parts[-1] if key != "dem" else None
-        kind = "_".join(parts[:-1]) if acq is not None else "dem"
-        if kind == "s2":
-            spec = KeySpec(key, kind, acq, "int16", bands10, 10.0, patch_size, S2_NODATA,
-                           S2_SCALE, _S2_ENCODING)
-        elif kind == "s2_20m":
-            spec = KeySpec(key, kind, acq, "int16", bands20, 20.0, patch_size // 2, S2_NODATA,
-                           S2_SCALE, _S2_ENCODING)
-        elif kind == "s2_mask":
-            spec = KeySpec(key, kind, acq, "uint8", ("mask",), 10.0, patch_size, MASK_NODATA,
-                           None, "MaskClass: 0 clear, 1 cloud, 2 cirrus, 3 shadow, 255 nodata")
-        elif kind == "s1":
-            spec = KeySpec(key, kind, acq, "uint16", tuple(S1_POLARISATIONS), 10.0, patch_size,
-                           S1_NODATA, None, _S1_ENCODING)
-        elif kind == "dem":
-            spec = KeySpec(key, kind, None, "float32", ("elevation",), 10.0, patch_size,
-                           DEM_NODATA, None, f"metres, nodata {DEM_NODATA:g}")
-        else:
-            raise DatasetError(f"unknown dataset key {key!r}", field="layout")
-        out[key] = spec
+        kind, acq = parse_key(key)
+        spec = KINDS[kind]
+        bands = {KeyKind.S2: bands10, KeyKind.S2_20M: bands20}.get(kind, spec.default_bands)
+        size = int(patch_size * REFERENCE_RESOLUTION // spec.resolution)
+        out[key] = KeySpec(key, kind, acq, spec.dtype, tuple(bands), spec.resolution,
+                           size, spec.nodata, spec.scale, spec.encoding)
     return out
 
 

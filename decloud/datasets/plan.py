@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_SPLIT",
     "PLAN_VERSION",
     "DatasetPlan",
+    "PlanOptions",
     "PlanSample",
     "allocate",
     "derive_seed",
@@ -244,32 +245,13 @@ def _sampler(name: str, seed: int, per_position: int) -> Any:
     return cls(seed=seed)
 
 
-def plan_dataset(
-    catalog: Catalog,
-    layout: Layout,
-    tiles: list[str] | None,
-    n: int,
-    *,
-    sampler: str = "random",
-    seed: int = 0,
-    splits: dict[str, float] | None = None,
-    split_block: int = 8,
-    split_buffer: int = 1,
-    rois: dict[str, Path] | None = None,
-    per_position: int = 1,
-) -> DatasetPlan:
-    """Draw the samples of a dataset from a catalog.
+@dataclass(frozen=True)
+class PlanOptions:
+    """How :func:`plan_dataset` draws samples.
 
-    ``n`` is divided among splits by their fractions (with ``rois``, in proportion to
-    the tuples each split's positions hold), then among tiles in proportion to their
-    tuples in the split's positions; each (tile, split) is drawn by its own seeded
-    sampler restricted to the split's positions.
-
-    Args:
-        catalog: An open catalog.
-        layout: The acquisition layout (random cloud bounds are drawn with the seed).
+    Attributes:
+        samples: Number of samples wanted (fewer come back when tuples run short).
         tiles: Tiles to draw from; every catalog tile when None.
-        n: Number of samples wanted (fewer come back when tuples run short).
         sampler: ``random``, ``constant`` or ``seasonal`` (see :mod:`decloud.index.samplers`).
         seed: The main seed (>= 0).
         splits: Split names and fractions, assigned by random blocks of positions.
@@ -279,22 +261,63 @@ def plan_dataset(
             ROI contains its whole patch. Exclusive with ``splits``.
         per_position: Tuples per position for the constant sampler.
 
+    Raises:
+        DatasetError: ``samples`` not positive, a negative seed, or both ``splits``
+            and ``rois``.
+    """
+
+    samples: int
+    tiles: tuple[str, ...] | None = None
+    sampler: str = "random"
+    seed: int = 0
+    splits: Mapping[str, float] | None = None
+    split_block: int = 8
+    split_buffer: int = 1
+    rois: Mapping[str, Path] | None = None
+    per_position: int = 1
+
+    def __post_init__(self) -> None:
+        if self.samples <= 0:
+            raise DatasetError(f"the number of samples must be positive, not {self.samples}",
+                               field="samples")
+        if self.seed < 0:
+            raise DatasetError(f"the seed must be >= 0, not {self.seed}", field="seed")
+        if self.splits and self.rois:
+            raise DatasetError("give split fractions or split ROIs, not both", field="splits")
+        if self.tiles is not None:
+            # A list given for tiles would make the options unhashable and mutable.
+            object.__setattr__(self, "tiles", tuple(self.tiles))
+
+
+def plan_dataset(catalog: Catalog, layout: Layout, options: PlanOptions) -> DatasetPlan:
+    """Draw the samples of a dataset from a catalog.
+
+    ``options.samples`` is divided among splits by their fractions (with ``rois``, in
+    proportion to the tuples each split's positions hold), then among tiles in
+    proportion to their tuples in the split's positions; each (tile, split) is drawn by
+    its own seeded sampler restricted to the split's positions.
+
+    Args:
+        catalog: An open catalog.
+        layout: The acquisition layout (random cloud bounds are drawn with the seed).
+        options: How many samples, from which tiles, with which sampler, seed and splits.
+
     Returns:
         The plan.
 
     Raises:
-        DatasetError: Invalid arguments, or no tuple matches the layout anywhere.
+        DatasetError: An unknown sampler, or no tuple matches the layout anywhere.
         NoProductError: A tile is not in the catalog.
     """
-    if n <= 0:
-        raise DatasetError(f"the number of samples must be positive, not {n}", field="samples")
-    if seed < 0:
-        raise DatasetError(f"the seed must be >= 0, not {seed}", field="seed")
-    if splits and rois:
-        raise DatasetError("give split fractions or split ROIs, not both", field="splits")
+    n, sampler, seed, per_position = (options.samples, options.sampler, options.seed,
+                                      options.per_position)
+    splits = dict(options.splits) if options.splits else None
+    rois = dict(options.rois) if options.rois else None
+    split_block, split_buffer = options.split_block, options.split_buffer
     if sampler not in SAMPLERS:
         _sampler(sampler, seed, per_position)  # raises with the list of samplers
-    tiles = sorted({normalize_tile(t) for t in tiles}) if tiles else catalog.tiles()
+    tiles = sorted({normalize_tile(t) for t in options.tiles}) if options.tiles \
+        else catalog.tiles()
     if not tiles:
         raise DatasetError("the catalog holds no tile", path=catalog.folder, field="tiles")
     resolved = layout.resolve(np.random.default_rng(seed))

@@ -35,11 +35,9 @@ import numpy as np
 
 from decloud.datasets.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, META_KEY
 from decloud.errors import DatasetError
+from decloud.keys import DT_PREFIX, KeyKind, day_offset, make_key, parse_key
 
 __all__ = ["DT_PREFIX", "TrainingDataset", "augment_sample", "load_manifest"]
-
-#: Prefix of the derived keys: ``dt_<acq>``, days from the reference acquisition.
-DT_PREFIX = "dt_"
 
 
 def load_manifest(path: str | Path) -> dict[str, Any]:
@@ -110,7 +108,7 @@ class TrainingDataset:
         self.reference: str | None = next(
             (name for name, acq in acquisitions.items() if acq.get("reference")), None)
         #: Keys computed from the meta (``dt_<acq>``), readable like stored keys.
-        self.derived_keys: list[str] = [f"{DT_PREFIX}{name}" for name in acquisitions] \
+        self.derived_keys: list[str] = [make_key(KeyKind.DT, name) for name in acquisitions] \
             if self.reference is not None else []
         self._shards = [self.path / s["file"] for s in splits[split]["shards"]]
         sizes = [int(s["samples"]) for s in splits[split]["shards"]]
@@ -147,7 +145,8 @@ class TrainingDataset:
             self._cache.move_to_end((shard, key))
             return cached
         if key in self.derived_keys:
-            array = self._time_offsets(shard, key.removeprefix(DT_PREFIX))
+            # Derived keys are dt_<acq>: the acquisition is never None.
+            array = self._time_offsets(shard, parse_key(key).acquisition or "")
         elif key not in self.keys and key != META_KEY:
             raise DatasetError(f"no key {key!r} (keys: "
                                f"{', '.join(self.keys + self.derived_keys)})",
@@ -166,14 +165,15 @@ class TrainingDataset:
 
     def _time_offsets(self, shard: int, acquisition: str) -> np.ndarray:
         """``(n, 1)`` float32 days from the reference to ``acquisition``, for a shard."""
-        assert self.reference is not None
+        if self.reference is None:  # derived keys exist only with a reference
+            raise DatasetError("the layout has no reference acquisition: no dt keys",
+                               path=self.path, field=make_key(KeyKind.DT, acquisition))
         out = np.full((self.shard_sizes[shard], 1), np.nan, dtype=np.float32)
         for row, text in enumerate(self._array(shard, META_KEY)):
             acquisitions = json.loads(str(text))["acquisitions"]
             reference = _acquired(acquisitions.get(self.reference, {}))
             when = _acquired(acquisitions.get(acquisition, {}))
-            if reference is not None and when is not None:
-                out[row, 0] = (when - reference).total_seconds() / 86400.0
+            out[row, 0] = day_offset(when, reference)
         return out
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ import functools
 import json
 import shutil
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,12 +36,9 @@ from tqdm import tqdm
 
 from decloud._version import __version__
 from decloud.constants import (
-    DEM_NODATA,
     S1_POLARISATIONS,
     S2_10M_BANDS,
     S2_20M_BANDS,
-    S2_NODATA,
-    MaskClass,
     normalize_band_name,
 )
 from decloud.datasets.format import (
@@ -57,17 +54,67 @@ from decloud.datasets.format import (
     write_npz,
 )
 from decloud.datasets.plan import DatasetPlan, PlanSample
-from decloud.env import gdal_env
+from decloud.env import ensure_env, gdal_env
 from decloud.errors import DatasetError, DecloudError
-from decloud.grid import Grid, RasterKind, RasterPool, open_raster, read_on_grid, require_coverage
+from decloud.grid import Grid, RasterPool, open_raster, require_coverage
 from decloud.index.catalog import Catalog, ProductRecord
 from decloud.index.stats import PatchGrid
+from decloud.inputs import AcquisitionProducts, InputProducts, read_inputs
 from decloud.products import Dem, Product, S1Product, S2Product
-from decloud.s1 import encode_prepared
-from decloud.stack import encode_s2
+from decloud.products.dem import DemPolicy
 from decloud.writers import atomic_file
 
-__all__ = ["find_dem", "write_dataset"]
+__all__ = ["WriteOptions", "find_dem", "write_dataset"]
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How :func:`write_dataset` writes a plan.
+
+    Attributes:
+        patch_size: Patch side at 10 m, even; the window is centred on the catalog
+            patch, so ``catalog patch size - patch_size`` must be a multiple of 4
+            (keeps the 20 m window on whole pixels).
+        shard_size: Samples per shard.
+        workers: Processes of a local Dask cluster; 1 writes in this process.
+        scheduler: Address of a running Dask scheduler (``tcp://host:8786``); takes
+            precedence over ``workers``.
+        progress: Show a progress bar over shards.
+        overwrite: Replace a dataset of another plan (or settings) in the folder, or
+            rewrite this one from scratch.
+        bands10: S2 bands of the ``s2_<acq>`` keys (any usual spelling).
+        bands20: S2 bands of the ``s2_20m_<acq>`` keys.
+        dem_root: Folder of ``<TILE>.tif`` DEMs; by default ``DEM/`` of the archive.
+        compress: Deflate the shards (smaller, slower to read).
+
+    Raises:
+        DatasetError: An odd or non-positive patch size, a non-positive shard size or
+            worker count, no band or a band named twice.
+    """
+
+    patch_size: int = 256
+    shard_size: int = 64
+    workers: int = 1
+    scheduler: str | None = None
+    progress: bool = True
+    overwrite: bool = False
+    bands10: tuple[str, ...] = S2_10M_BANDS
+    bands20: tuple[str, ...] = S2_20M_BANDS
+    dem_root: Path | None = None
+    compress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.patch_size <= 0 or self.patch_size % 2:
+            raise DatasetError(f"patch size must be a positive even number, not "
+                               f"{self.patch_size}", field="patch_size")
+        if self.shard_size <= 0 or self.workers <= 0:
+            raise DatasetError(f"invalid shard size {self.shard_size} or workers "
+                               f"{self.workers}", field="shard_size")
+        # Normalised once here: the identity of a dataset compares these.
+        object.__setattr__(self, "bands10", _bands(self.bands10, "bands10"))
+        object.__setattr__(self, "bands20", _bands(self.bands20, "bands20"))
+        if self.dem_root is not None:
+            object.__setattr__(self, "dem_root", Path(self.dem_root))
 
 
 @dataclass(frozen=True)
@@ -118,51 +165,19 @@ def _read_sample(
     """Read one sample's arrays ``(H, W, C)`` per key, and its meta description."""
     grid = job.grids[sample.tile]
     window = PatchGrid(grid, job.catalog_patch).window(sample.row, sample.col, job.patch_size)
-    half = job.patch_size // 2
-    # Offsets are even (checked up front): the 20 m window has exactly the same footprint.
-    window20 = Window(int(window.col_off) // 2, int(window.row_off) // 2, half, half)
-    grid20 = grid.at_resolution(20.0)
 
     def opened(record: ProductRecord) -> Product:
         if record.id not in products:
             products[record.id] = _open_record(record)
         return products[record.id]
 
-    out: dict[str, np.ndarray] = {}
-    band_nodata: dict[str, np.ndarray] = {}
-    for spec in job.keys:
-        if spec.kind == "dem":
-            src = pool.get(job.dems[sample.tile])
-            # Read without a coverage test: the tile is covered (checked up front), the
-            # window's part past the tile's edge may not be, and is nodata then.
-            elevation = read_on_grid(src, grid, window, kind=RasterKind.ELEVATION)[0]
-            out[spec.name] = np.nan_to_num(elevation, nan=DEM_NODATA)[..., None]
-            continue
-        assert spec.acquisition is not None
-        if spec.kind == "s1":
-            s1_record = sample.s1[spec.acquisition]
-            assert s1_record is not None
-            s1 = opened(s1_record)
-            assert isinstance(s1, S1Product)
-            linear = s1.read(S1_POLARISATIONS, grid, window, pool=pool, unit="linear")
-            out[spec.name] = np.moveaxis(encode_prepared(linear), 0, -1)
-            continue
-        s2_record = sample.s2[spec.acquisition]
-        assert s2_record is not None
-        s2 = opened(s2_record)
-        assert isinstance(s2, S2Product)
-        if spec.kind == "s2":
-            data = encode_s2(s2.read(spec.bands, grid, window, pool=pool))
-            # The mask key reuses this read for band nodata instead of reading again.
-            band_nodata[spec.acquisition] = (data == S2_NODATA).any(axis=0)
-        elif spec.kind == "s2_20m":
-            data = encode_s2(s2.read(spec.bands, grid20, window20, pool=pool))
-        elif spec.acquisition in band_nodata:
-            data = s2.mask(grid, window, pool=pool, band_nodata=False)[None]
-            data[0][band_nodata[spec.acquisition]] = MaskClass.NODATA
-        else:
-            data = s2.mask(grid, window, pool=pool)[None]
-        out[spec.name] = np.moveaxis(data, 0, -1)
+    inputs = InputProducts(
+        {name: _acquisition(sample.s2.get(name), sample.s1.get(name), opened)
+         for name in sample.s2},
+        Dem(Path(job.dems[sample.tile])) if sample.tile in job.dems else None)
+    # The tile's DEM coverage was checked up front; the part of a window past the tile's
+    # edge may not be covered, and is nodata then.
+    out = read_inputs(job.keys, inputs, grid, window, dem_policy=DemPolicy.PARTIAL, pool=pool)
 
     acquisitions: dict[str, dict[str, Any]] = {}
     for name in sample.s2:
@@ -183,6 +198,24 @@ def _read_sample(
     return out, meta
 
 
+def _acquisition(s2_record: ProductRecord | None, s1_record: ProductRecord | None,
+                 opened: Callable[[ProductRecord], Product]) -> AcquisitionProducts:
+    """The opened products of an acquisition, checked to be of the sensor the plan says."""
+    s2 = opened(s2_record) if s2_record is not None else None
+    s1 = opened(s1_record) if s1_record is not None else None
+    if s2 is not None and not isinstance(s2, S2Product):
+        raise DatasetError(f"{s2.name} is not an S2 product, as the plan says",
+                           path=s2.path, field="s2")
+    if s1 is not None and not isinstance(s1, S1Product):
+        raise DatasetError(f"{s1.name} is not an S1 image, as the plan says",
+                           path=s1.path, field="s1")
+    return AcquisitionProducts(s2, s1)
+
+
+#: Rasters a shard task keeps open at most (see :func:`_write_shard`).
+_SHARD_POOL_FILES = 512
+
+
 @functools.lru_cache(maxsize=512)
 def _open_record(record: ProductRecord) -> Product:
     """Open a product once per process (a shard task reuses what earlier ones opened)."""
@@ -196,8 +229,10 @@ def _write_shard(job: _ShardJob) -> str:
               for spec in job.keys}
     metas: list[str] = []
     products: dict[int, Product] = {}
-    # GDAL configuration is per thread and process: each task sets decloud's.
-    with gdal_env(), RasterPool() as pool:
+    # GDAL configuration is per thread and process: each task sets decloud's. The pool
+    # holds a shard's working set (its samples' products: about 200 files for 16 OS2
+    # samples); a smaller one closes and reopens files sample after sample.
+    with gdal_env(), RasterPool(max_open=_SHARD_POOL_FILES) as pool:
         for i, sample in enumerate(job.samples):
             values, meta = _read_sample(job, sample, products, pool)
             for key, array in values.items():
@@ -278,8 +313,8 @@ def _check_products(records: dict[int, ProductRecord], bands10: tuple[str, ...],
                     f"{', '.join(product.band_names)}){hint}", path=record.path, field=band)
 
 
-def _bands(given: Sequence[str] | None, default: tuple[str, ...], what: str) -> tuple[str, ...]:
-    bands = tuple(normalize_band_name(b) for b in (given if given is not None else default))
+def _bands(given: Sequence[str], what: str) -> tuple[str, ...]:
+    bands = tuple(normalize_band_name(b) for b in given)
     if not bands:
         raise DatasetError(f"{what} names no band", field=what)
     if len(set(bands)) != len(bands):
@@ -360,15 +395,19 @@ def _shard_complete(job: _ShardJob) -> bool:
 # Running -----------------------------------------------------------------------------
 
 
-def _run(jobs: list[_ShardJob], workers: int, scheduler: str | None, progress: bool,
-         fail_after: int | None) -> None:
+#: Called with the number of shards written so far after each one (in the process that
+#: calls :func:`write_dataset`). None in production; tests set it to simulate a crash.
+_after_shard: Callable[[int], None] | None = None
+
+
+def _run(jobs: list[_ShardJob], workers: int, scheduler: str | None, progress: bool) -> None:
     """Write the shards in this process or on Dask; completed shards stay on an error."""
     bar = tqdm(total=len(jobs), desc="dataset", unit="shard", disable=not progress)
 
     def done(k: int) -> None:
         bar.update()
-        if fail_after is not None and k + 1 >= fail_after:
-            raise DatasetError(f"simulated crash after {fail_after} shard(s) (test hook)")
+        if _after_shard is not None:
+            _after_shard(k + 1)
 
     try:
         if scheduler is None and workers <= 1:
@@ -394,23 +433,9 @@ def _run(jobs: list[_ShardJob], workers: int, scheduler: str | None, progress: b
         bar.close()
 
 
-def write_dataset(
-    catalog: Catalog,
-    plan: DatasetPlan,
-    out_dir: str | Path,
-    *,
-    patch_size: int = 256,
-    shard_size: int = 64,
-    workers: int = 1,
-    scheduler: str | None = None,
-    progress: bool = True,
-    overwrite: bool = False,
-    bands10: Sequence[str] | None = None,
-    bands20: Sequence[str] | None = None,
-    dem_root: str | Path | None = None,
-    compress: bool = False,
-    _fail_after: int | None = None,
-) -> Path:
+@ensure_env
+def write_dataset(catalog: Catalog, plan: DatasetPlan, out_dir: str | Path,
+                  options: WriteOptions | None = None) -> Path:
     """Write a plan's samples as a dataset folder (see :mod:`decloud.datasets.format`).
 
     Everything that can be checked is checked before anything is written: the plan's
@@ -422,21 +447,7 @@ def write_dataset(
         catalog: The catalog the plan was drawn from.
         plan: The plan.
         out_dir: The dataset folder (new, empty, or holding this plan's dataset).
-        patch_size: Patch side at 10 m, even; the window is centred on the catalog
-            patch, so ``catalog patch size - patch_size`` must be a multiple of 4
-            (keeps the 20 m window on whole pixels).
-        shard_size: Samples per shard.
-        workers: Processes of a local Dask cluster; 1 writes in this process.
-        scheduler: Address of a running Dask scheduler (``tcp://host:8786``); takes
-            precedence over ``workers``.
-        progress: Show a progress bar over shards.
-        overwrite: Replace a dataset of another plan (or settings) in ``out_dir``,
-            or rewrite this one from scratch.
-        bands10: S2 bands of the ``s2_<acq>`` keys; B02 B03 B04 B08 by default.
-        bands20: S2 bands of the ``s2_20m_<acq>`` keys; B05 B06 B07 B8A B11 B12 by default.
-        dem_root: Folder of ``<TILE>.tif`` DEMs; by default ``DEM/`` of the archive.
-        compress: Deflate the shards (smaller, slower to read).
-        _fail_after: Test hook: raise after this many shards (a simulated crash).
+        options: Patch and shard sizes, bands, workers...; the defaults when None.
 
     Returns:
         The dataset folder.
@@ -445,26 +456,21 @@ def write_dataset(
         DatasetError: Invalid settings, a product lacking a band, a missing DEM, a
             catalog that changed since the plan, or another dataset in ``out_dir``.
     """
+    options = options if options is not None else WriteOptions()
     folder = Path(out_dir)
-    if patch_size <= 0 or patch_size % 2:
-        raise DatasetError(f"patch size must be a positive even number, not {patch_size}",
-                           field="patch_size")
+    patch_size, shard_size, compress = options.patch_size, options.shard_size, options.compress
     if (plan.patch_size - patch_size) % 4:
         raise DatasetError(
             f"patch size {patch_size} cannot be centred on the catalog's {plan.patch_size} px "
             "patches on whole 20 m pixels: their difference must be a multiple of 4",
             field="patch_size")
-    if shard_size <= 0 or workers <= 0:
-        raise DatasetError(f"invalid shard size {shard_size} or workers {workers}",
-                           field="shard_size")
     if plan.patch_size != catalog.patch_size:
         raise DatasetError(f"the plan was drawn on {plan.patch_size} px patches, the catalog "
                            f"has {catalog.patch_size} px ones", path=catalog.folder,
                            field="patch_size")
     if not plan.samples:
         raise DatasetError("the plan has no sample", field="samples")
-    b10 = _bands(bands10, S2_10M_BANDS, "bands10")
-    b20 = _bands(bands20, S2_20M_BANDS, "bands20")
+    b10, b20 = options.bands10, options.bands20
     layout = plan.layout_model()
     keys = dataset_keys(layout, patch_size, b10, b20)
 
@@ -482,8 +488,7 @@ def write_dataset(
             raise DatasetError(f"tile {tile} of the plan is not in the catalog",
                                path=catalog.folder, field="tiles")
         grids[tile] = grid
-    dems = _dems(catalog, sorted(grids), grids, Path(dem_root) if dem_root else None) \
-        if layout.dem else {}
+    dems = _dems(catalog, sorted(grids), grids, options.dem_root) if layout.dem else {}
     with gdal_env():
         _check_products(records, b10, b20)
 
@@ -493,7 +498,7 @@ def write_dataset(
         "bands20": list(b20), "compress": compress, "dems": dems}}
     folder.mkdir(parents=True, exist_ok=True)
     with _exclusive(folder):
-        _prepare(folder, identity, plan, overwrite)
+        _prepare(folder, identity, plan, options.overwrite)
         (folder / SHARD_DIR).mkdir(exist_ok=True)
         # Temporary files of a run killed mid-shard (a clean failure removes its own).
         for stale in (folder / SHARD_DIR).glob(".*.tmp*"):
@@ -501,7 +506,7 @@ def write_dataset(
         todo = [job for job in jobs if not _shard_complete(job)]
         if todo or not (folder / MANIFEST).is_file():
             (folder / MANIFEST).unlink(missing_ok=True)
-            _run(todo, workers, scheduler, progress, _fail_after)
+            _run(todo, options.workers, options.scheduler, options.progress)
             manifest = _manifest(plan, identity, keys, grids, dems, jobs, folder)
             with atomic_file(folder / MANIFEST, overwrite=True) as tmp:
                 tmp.write_text(json.dumps(manifest, indent=1))

@@ -32,9 +32,9 @@ import rtree
 from rasterio.crs import CRS
 from tqdm import tqdm
 
-from decloud.archive import Archive
-from decloud.env import gdal_env
-from decloud.errors import DecloudError, NoProductError
+from decloud.archive import PRODUCT_FAULTS, Archive, fault_reason
+from decloud.env import ensure_env, gdal_env
+from decloud.errors import CatalogError, NoProductError, ProductError
 from decloud.grid import Grid
 from decloud.index.stats import STATS_RESOLUTION, PatchGrid, s1_patch_stats, s2_patch_stats
 from decloud.products import Product, S1Product, S2Product, open_product
@@ -61,10 +61,6 @@ CREATE TABLE IF NOT EXISTS patch_stats (
     rows INTEGER NOT NULL, cols INTEGER NOT NULL,
     cloud BLOB, shadow BLOB, nodata BLOB NOT NULL);
 """
-
-
-class CatalogError(DecloudError):
-    """The catalog folder is missing, of another version, or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +98,14 @@ class AddReport:
     added: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+
+
+def _tile(product: Product) -> str:
+    """The product's tile; the catalog files statistics by tile, so one is required."""
+    if product.tile is None:
+        raise CatalogError("the product's tile is unknown: the catalog files products by tile",
+                           path=product.path, field="tile")
+    return product.tile
 
 
 def _days(when: datetime) -> float:
@@ -239,17 +243,26 @@ class Catalog:
             native = product.grid()
             self.register_tile(tile, native if native.resolution == 10.0
                                else native.at_resolution(10.0))
+            # Read back: another process may have registered the tile first (INSERT OR
+            # IGNORE), and its grid is the one statistics must be on.
             grid = self.tile_grid(tile)
-        assert grid is not None
+            if grid is None:
+                raise CatalogError(f"tile {tile} could not be registered", path=self.folder,
+                                   field="tiles")
         return grid
 
+    @ensure_env
     def add(self, archive: Archive, *, workers: int = 1, progress: bool = False) -> AddReport:
         """Compute statistics of the archive's products not yet in the catalog, and add them.
 
         Each product is committed on its own: an interruption keeps what was added.
-        Products that cannot be read are reported in :attr:`AddReport.failed`.
+        Products that cannot be read are reported in :attr:`AddReport.failed`, and so
+        are the archive's entries its scan could not open (an unreadable S1 file, a
+        truncated band): nothing is dropped without being counted.
         """
         report = AddReport()
+        for problem in archive.problems:
+            report.failed[str(problem.path)] = problem.reason
         known = self.known_paths()
         products: list[Product] = [*archive.s2, *archive.s1]
         todo: list[Product] = []
@@ -272,8 +285,10 @@ class Catalog:
             with gdal_env():
                 if isinstance(product, S2Product):
                     return s2_patch_stats(product, patches)
-                assert isinstance(product, S1Product)
-                return s1_patch_stats(product, patches)
+                if isinstance(product, S1Product):
+                    return s1_patch_stats(product, patches)
+                raise ProductError(f"{product.sensor} products have no patch statistics",
+                                   path=product.path, field="sensor")
 
         # Grids are looked up here: the SQLite connection stays in this thread.
         grids = {p.tile: self.tile_grid(p.tile) for p in todo if p.tile is not None}
@@ -290,22 +305,24 @@ class Catalog:
                 try:
                     self._insert(product, future.result(), grid)
                     report.added.append(_key(product))
-                except DecloudError as err:
-                    report.failed[_key(product)] = str(err)
+                except PRODUCT_FAULTS as err:
+                    report.failed[_key(product)] = fault_reason(_key(product), err)
         bar.close()
         return report
 
     def add_stats(self, product: Product, arrays: dict[str, np.ndarray]) -> int:
-        """Add a product with statistics computed elsewhere; returns its id."""
-        assert product.tile is not None
-        return self._insert(product, arrays, self._register_tile(product.tile, product))
+        """Add a product with statistics computed elsewhere; returns its id.
+
+        Raises:
+            CatalogError: The product's tile is unknown (statistics are per tile).
+        """
+        return self._insert(product, arrays, self._register_tile(_tile(product), product))
 
     def _insert(self, product: Product, arrays: dict[str, np.ndarray], grid: Grid) -> int:
         files = product.files if isinstance(product, S1Product) else [str(product.path)]
-        assert product.tile is not None
         return self.insert_record(
             sensor=product.sensor, kind=product.kind, path=_key(product), files=files,
-            tile=product.tile, acquired=product.acquired, platform=product.platform,
+            tile=_tile(product), acquired=product.acquired, platform=product.platform,
             pass_direction=product.pass_direction, relative_orbit=product.relative_orbit,
             mask_origin=product.mask_origin if isinstance(product, S2Product) else None,
             arrays=arrays, grid=grid)

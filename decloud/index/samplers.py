@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from decloud.errors import ArgumentError
 from decloud.index.search import SampleTuple, TupleSearch
 
 __all__ = ["SAMPLERS", "ConstantSampler", "RandomSampler", "Sampler", "SeasonalSampler"]
@@ -101,12 +102,18 @@ class ConstantSampler(Sampler):
     Args:
         seed: Seed.
         per_position: Tuples drawn at each position (fewer where fewer exist).
+
+    Raises:
+        ArgumentError: ``per_position`` is below 1.
     """
 
     name = "constant"
 
     def __init__(self, seed: int = 0, per_position: int = 1) -> None:
         super().__init__(seed)
+        if per_position < 1:
+            raise ArgumentError(f"per_position must be at least 1, not {per_position}",
+                                field="per_position")
         self.per_position = per_position
 
     def sample(self, search: TupleSearch, n: int,  # noqa: D102
@@ -126,7 +133,13 @@ class ConstantSampler(Sampler):
 
 
 class SeasonalSampler(Sampler):
-    """Like random, but each season of the reference date gets an equal share."""
+    """Like random, but each season of the reference date gets an equal share.
+
+    Seasons are meteorological (DJF, MAM, JJA, SON) of the reference S2 product's
+    date. Each of the k seasons that has tuples at the allowed positions gets 1/k of
+    the draws on average; within a season, draws are uniform over its tuples, as with
+    :class:`RandomSampler`.
+    """
 
     name = "seasonal"
 

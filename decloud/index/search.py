@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from decloud.errors import LayoutError, NoProductError
+from decloud.errors import CatalogError, LayoutError, NoProductError
 from decloud.index.catalog import Catalog, ProductRecord
 from decloud.index.stats import PatchGrid
 
 if TYPE_CHECKING:
-    from decloud.layouts import Acquisition, Layout
+    from decloud.layouts import Acquisition, Layout, S1Spec, S2Spec
 
 __all__ = ["SampleTuple", "TileStack", "TupleSearch"]
 
@@ -50,8 +50,19 @@ class TileStack:
     def __post_init__(self) -> None:
         self.s2_hours = np.array([r.hours for r in self.s2], np.float64)
         self.s1_hours = np.array([r.hours for r in self.s1], np.float64)
-        assert np.all(np.diff(self.s2_hours) >= 0), "S2 products sorted by time"
-        assert np.all(np.diff(self.s1_hours) >= 0), "S1 images sorted by time"
+        # Counting relies on time-sorted products (candidate ranges are contiguous).
+        for sensor, hours in (("s2", self.s2_hours), ("s1", self.s1_hours)):
+            if np.any(np.diff(hours) < 0):
+                raise CatalogError(f"{sensor.upper()} products of tile {self.tile} are not "
+                                   "sorted by acquisition time", field=sensor)
+        shapes = {"s2_cloud": (self.s2_cloud, len(self.s2)),
+                  "s2_nodata": (self.s2_nodata, len(self.s2)),
+                  "s1_nodata": (self.s1_nodata, len(self.s1))}
+        for name, (array, count) in shapes.items():
+            if array.shape != (count, *self.patches.shape):
+                raise CatalogError(f"{name} has shape {array.shape}, expected "
+                                   f"{(count, *self.patches.shape)} (products, patch rows, "
+                                   "patch columns)", field=name)
 
     @classmethod
     def load(cls, catalog: Catalog, tile: str) -> TileStack:
@@ -135,15 +146,15 @@ class TupleSearch:
         slots = []
         for members in groups:
             acqs = [self.layout.acquisitions[m] for m in members]
-            s1_only = len(members) == 1 and acqs[0].s2 is None
+            # An S1-only acquisition is its own slot (siblings have S2, the layout says).
+            spec = acqs[0].s1 if len(members) == 1 and acqs[0].s2 is None else None
+            s1_only = spec is not None
             starts, ends = zip(*[self._window(m, a) for m, a in zip(members, acqs, strict=True)],
                                strict=True)
             window = (max(starts), min(ends))
-            if s1_only:
-                spec = acqs[0].s1
-                assert spec is not None
+            if spec is not None:
                 weight = (self.stack.s1_nodata <= spec.nodata_max).astype(np.int32)
-                weight *= self._orbit_ok(acqs[0])[:, None, None]
+                weight *= self._orbit_ok(spec)[:, None, None]
             else:
                 weight = np.ones(self.stack.s2_cloud.shape, np.int32)
                 for name, acq in zip(members, acqs, strict=True):
@@ -156,13 +167,13 @@ class TupleSearch:
     def _window(self, name: str, acq: Acquisition) -> tuple[float, float]:
         if name == self.reference:
             return 0.0, 0.0
-        assert acq.window_hours is not None
+        if acq.window_hours is None:  # the layout's validation requires it; built by hand?
+            raise LayoutError("window_hours [start, end] is required", path=self.layout.source,
+                              field=f"acquisitions.{name}.window_hours")
         return float(acq.window_hours[0]), float(acq.window_hours[1])
 
-    def _orbit_ok(self, acq: Acquisition) -> np.ndarray:
-        """Which S1 images meet the acquisition's pass and orbit constraints."""
-        spec = acq.s1
-        assert spec is not None
+    def _orbit_ok(self, spec: S1Spec) -> np.ndarray:
+        """Which S1 images meet an acquisition's pass and orbit constraints."""
         ok = np.ones(len(self.stack.s1), bool)
         for q, rec in enumerate(self.stack.s1):
             if spec.pass_direction and rec.pass_direction != spec.pass_direction:
@@ -173,15 +184,18 @@ class TupleSearch:
 
     def _s2_weight(self, name: str, acq: Acquisition) -> np.ndarray:
         """S2 validity times the number of valid S1 candidates, per product and patch."""
-        s2 = acq.s2
-        assert s2 is not None
+        s2: S2Spec | None = acq.s2
+        if s2 is None:  # only S1-only acquisitions lack S2, and they are slots of their own
+            why = ("a sibling acquisition needs s2" if acq.s1 is not None
+                   else "an acquisition needs s2, s1 or both")
+            raise LayoutError(why, path=self.layout.source, field=f"acquisitions.{name}.s2")
         lo, hi = (float(b) for b in s2.cloud)  # type: ignore[arg-type]
         st = self.stack
         weight = ((st.s2_cloud >= lo) & (st.s2_cloud <= hi)
                   & (st.s2_nodata <= s2.nodata_max)).astype(np.int32)
         if acq.s1 is None:
             return weight
-        orbit_ok = self._orbit_ok(acq)
+        orbit_ok = self._orbit_ok(acq.s1)
         s1_ok = st.s1_nodata <= acq.s1.nodata_max
         self._s1_ok[name] = s1_ok
         pairs = []

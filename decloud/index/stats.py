@@ -19,6 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from decloud.constants import MaskClass
+from decloud.env import ensure_env
 from decloud.errors import GridError
 from decloud.grid import Grid, RasterPool
 from decloud.products import S1Product, S2Product
@@ -81,13 +82,22 @@ class PatchGrid:
         offset = (self.patch_size - size) // 2
         return Window(col * self.patch_size + offset, row * self.patch_size + offset, size, size)
 
-    def strips(self) -> Iterator[tuple[int, Window]]:
-        """(first patch row, 20 m mask window) for strips of patch rows."""
+    def strips(self, strip_rows: int = _STRIP_PATCH_ROWS) -> Iterator[tuple[int, Window]]:
+        """(first patch row, 20 m mask window) for strips of ``strip_rows`` patch rows.
+
+        The windows stay inside the mask grid (partial last patches are padded by the
+        callers), so a mask computed with context (:mod:`decloud.masks`) sees the same
+        image edges as a whole-grid read and the statistics do not depend on the
+        strip height.
+        """
+        if strip_rows < 1:
+            raise GridError(f"strips of {strip_rows} patch rows", field="strip_rows")
         mask_grid = self.mask_grid()
-        step = _STRIP_PATCH_ROWS * self.cells
-        for row0 in range(0, self.rows, _STRIP_PATCH_ROWS):
+        step = strip_rows * self.cells
+        width = min(self.cols * self.cells, mask_grid.width)
+        for row0 in range(0, self.rows, strip_rows):
             top = row0 * self.cells
-            yield row0, Window(0, top, self.cols * self.cells, min(step, mask_grid.height - top))
+            yield row0, Window(0, top, width, min(step, mask_grid.height - top))
 
 
 def _padded(window: Window, patches: PatchGrid) -> tuple[int, int]:
@@ -109,13 +119,18 @@ def _percent(count: np.ndarray, total: np.ndarray) -> np.ndarray:
     return pct.astype(np.uint8)
 
 
+@ensure_env
 def s2_patch_stats(
-    product: S2Product, patches: PatchGrid, *, pool: RasterPool | None = None
+    product: S2Product, patches: PatchGrid, *, pool: RasterPool | None = None,
+    strip_rows: int = _STRIP_PATCH_ROWS,
 ) -> dict[str, np.ndarray]:
     """Cloud, shadow and nodata percentages of an S2 product per patch.
 
     Cloud and shadow are percentages of the patch's valid pixels; nodata of all its
-    pixels (pixels outside the product count as nodata).
+    pixels (pixels outside the product, or past the grid's edge in partial last
+    patches, count as nodata). The mask is read in strips of ``strip_rows`` patch
+    rows; the result is the same for any strip height (it equals counting on the
+    whole grid's mask).
 
     Returns:
         ``{"cloud", "shadow", "nodata"}`` uint8 arrays of shape ``patches.shape``.
@@ -123,8 +138,8 @@ def s2_patch_stats(
     mask_grid = patches.mask_grid()
     out = {k: np.zeros(patches.shape, np.uint8) for k in ("cloud", "shadow", "nodata")}
     with nullcontext(pool) if pool is not None else RasterPool() as files:
-        for row0, window in patches.strips():
-            layer = product.mask(mask_grid, window, pool=files, band_nodata=False)
+        for row0, window in patches.strips(strip_rows):
+            layer = product.mask(mask_grid, window, pool=files)
             # Pixels past the grid's edge (partial last patches) are nodata too.
             full = np.full(_padded(window, patches), MaskClass.NODATA, np.uint8)
             full[: layer.shape[0], : layer.shape[1]] = layer
@@ -141,10 +156,12 @@ def s2_patch_stats(
     return out
 
 
+@ensure_env
 def s1_patch_stats(
-    image: S1Product, patches: PatchGrid, *, pool: RasterPool | None = None
+    image: S1Product, patches: PatchGrid, *, pool: RasterPool | None = None,
+    strip_rows: int = _STRIP_PATCH_ROWS,
 ) -> dict[str, np.ndarray]:
-    """Nodata percentage of an S1 image per patch of a tile grid.
+    """Nodata percentage of an S1 image per patch of a tile grid (strips as for S2).
 
     Returns:
         ``{"nodata"}`` uint8 array of shape ``patches.shape``.
@@ -153,7 +170,7 @@ def s1_patch_stats(
     out = np.zeros(patches.shape, np.uint8)
     band = "VV" if "VV" in image.bands else image.band_names[0]
     with nullcontext(pool) if pool is not None else RasterPool() as files:
-        for row0, window in patches.strips():
+        for row0, window in patches.strips(strip_rows):
             # Nearest keeps this a pure validity test (no interpolation across nodata).
             data = image.read([band], mask_grid, window, pool=files, unit="linear",
                               resampling=Resampling.nearest)[0]

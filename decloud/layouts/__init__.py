@@ -5,7 +5,9 @@ the S2 cloud percentage range of the patch, the largest S1-S2 gap, the S1 pass
 direction and relative orbits, and a time window relative to the reference
 acquisition, whose S2 date is the time origin. Acquisition names become dataset keys
 (``tm1`` gives ``s2_tm1``, ``s2_20m_tm1``, ``s2_mask_tm1``, ``s1_tm1``), so they match
-``^[a-z][a-z0-9]*$``. Shipped layouts live in ``acquisition_layouts/``.
+``^[a-z][a-z0-9]*$``. Shipped layouts are package data (``decloud/layouts/shipped/``,
+linked from the repository's ``acquisition_layouts/``) that :func:`load_layout` also
+finds by name (``load_layout("os2-occitanie")``; :func:`shipped_layouts` lists them).
 
 YAML format::
 
@@ -61,11 +63,12 @@ Every problem raises :class:`~decloud.errors.LayoutError` naming the file, the f
 
 from __future__ import annotations
 
-from decloud.layouts.loader import load_layout
+from decloud.layouts.loader import SHIPPED_LAYOUTS, load_layout, shipped_layouts
 from decloud.layouts.model import Acquisition, Bound, Layout, RandInt, S1Spec, S2Spec
 from decloud.layouts.table import layout_table
 
 __all__ = [
+    "SHIPPED_LAYOUTS",
     "Acquisition",
     "Bound",
     "Layout",
@@ -74,4 +77,5 @@ __all__ = [
     "S2Spec",
     "layout_table",
     "load_layout",
+    "shipped_layouts",
 ]

@@ -21,6 +21,8 @@ import difflib
 import json
 import re
 from collections.abc import Callable
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,11 @@ from decloud.layouts.model import (
     S2Spec,
 )
 
-__all__ = ["load_layout"]
+__all__ = ["SHIPPED_LAYOUTS", "load_layout", "shipped_layouts"]
+
+#: The layouts shipped with decloud: package data of ``decloud.layouts`` (the
+#: repository's top-level ``acquisition_layouts/`` folder links there).
+SHIPPED_LAYOUTS: Traversable = resources.files("decloud.layouts").joinpath("shipped")
 
 Loc = tuple[str | int, ...]
 
@@ -59,22 +65,44 @@ _CNES_TRUE = (True, "True", "true")
 _CNES_FALSE = (False, "False", "false")
 
 
+def shipped_layouts() -> list[str]:
+    """The names of the shipped layouts (``os2-occitanie``, ...), sorted.
+
+    Raises:
+        LayoutError: The package data folder is missing (a broken installation).
+    """
+    if not SHIPPED_LAYOUTS.is_dir():
+        raise LayoutError("no shipped layouts folder", path=Path(str(SHIPPED_LAYOUTS)))
+    return sorted(r.name.removesuffix(".yaml") for r in SHIPPED_LAYOUTS.iterdir()
+                  if r.is_file() and r.name.endswith(".yaml"))
+
+
 def load_layout(path: str | Path) -> Layout:
     """Read and validate an acquisition layout.
 
     Args:
-        path: A ``.yaml``/``.yml`` file in decloud's format, or a ``.json`` file in
-            CNES decloud's format (named after the file stem, without DEM).
+        path: A ``.yaml``/``.yml`` file in decloud's format, a ``.json`` file in
+            CNES decloud's format (named after the file stem, without DEM), or the
+            name of a shipped layout (``os2-occitanie``: see :func:`shipped_layouts`).
 
     Returns:
-        The layout, with ``source`` set to ``path``.
+        The layout, with ``source`` set to its file.
 
     Raises:
-        LayoutError: The file is missing, unreadable or not a valid layout; the
-            message starts with the line (``line N: ...``) where there is one.
+        LayoutError: The file is missing, unreadable or not a valid layout, or the
+            name is not a shipped layout; the message starts with the line
+            (``line N: ...``) where there is one.
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if not suffix:
+        # No extension: a shipped layout's name (a file always has one).
+        resource = SHIPPED_LAYOUTS.joinpath(f"{path}.yaml")
+        if path.name == str(path) and resource.is_file():
+            with resources.as_file(resource) as real:
+                return load_layout(real)
+        raise LayoutError("neither a layout file (.yaml, .yml, or .json for CNES decloud) "
+                          f"nor a shipped layout ({', '.join(shipped_layouts())})", path=path)
     if suffix not in (".yaml", ".yml", ".json"):
         raise LayoutError("unknown layout format: use .yaml, .yml or .json (CNES decloud)",
                           path=path)

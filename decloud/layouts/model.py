@@ -1,6 +1,7 @@
 """The acquisition layout model: pydantic classes and their validation rules.
 
-Validation problems are raised as :class:`LocatedValueError` (a ``ValueError``) so that
+Validation problems are raised as :class:`~decloud.errors.LocatedValueError` (a
+``ValueError``, defined in :mod:`decloud.errors` with every other error) so that
 pydantic wraps them in its ``ValidationError`` while keeping, in ``loc``, the position
 of the offending value below the model that raised it; :mod:`decloud.layouts.loader`
 appends it to pydantic's location to point at the exact key and line of the file.
@@ -23,6 +24,15 @@ from pydantic import (
     model_validator,
 )
 
+from decloud.errors import LocatedValueError
+from decloud.keys import (
+    ACQUISITION_PATTERN,
+    RESERVED_ACQUISITIONS,
+    KeyKind,
+    acquisition_keys,
+    make_key,
+)
+
 __all__ = [
     "ACQUISITION_NAME",
     "Acquisition",
@@ -35,23 +45,10 @@ __all__ = [
 ]
 
 #: Acquisition names become dataset keys (``s2_<name>``), hence this strict pattern.
-ACQUISITION_NAME = re.compile(r"[a-z][a-z0-9]*")
+ACQUISITION_NAME: re.Pattern[str] = ACQUISITION_PATTERN
 
 #: S1 relative orbits are numbered 1 to 175 (12-day repeat cycle).
 _S1_ORBITS = (1, 175)
-
-
-class LocatedValueError(ValueError):
-    """A validation problem at a position below the model that raises it.
-
-    Args:
-        message: What is wrong.
-        loc: Keys (str) and list indices (int) from the raising model to the value.
-    """
-
-    def __init__(self, message: str, loc: tuple[str | int, ...] = ()) -> None:
-        super().__init__(message)
-        self.loc = loc
 
 
 class RandInt(BaseModel):
@@ -252,6 +249,10 @@ class Layout(BaseModel):
                 raise LocatedValueError(
                     f"acquisition name {name!r} must match ^[a-z][a-z0-9]*$ "
                     "(it becomes dataset keys such as s2_<name>)", (name,))
+            if name in RESERVED_ACQUISITIONS:
+                raise LocatedValueError(
+                    f"acquisition name {name!r} is reserved (keys would be ambiguous)",
+                    (name,))
         return value
 
     @model_validator(mode="after")
@@ -329,10 +330,7 @@ class Layout(BaseModel):
         """
         out: list[str] = []
         for name, acq in self.acquisitions.items():
-            if acq.s2 is not None:
-                out += [f"s2_{name}", f"s2_20m_{name}", f"s2_mask_{name}"]
-            if acq.s1 is not None:
-                out.append(f"s1_{name}")
+            out += acquisition_keys(name, s2=acq.s2 is not None, s1=acq.s1 is not None)
         if self.dem:
-            out.append("dem")
+            out.append(make_key(KeyKind.DEM))
         return out

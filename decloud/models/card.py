@@ -29,7 +29,8 @@ import keras
 import numpy as np
 
 from decloud._version import __version__
-from decloud.errors import DecloudError
+from decloud.errors import ModelCardError
+from decloud.keys import KeyKind, parse_key
 from decloud.models.config import ModelConfig
 from decloud.models.normalization import NORMALISATION
 from decloud.models.zoo import InputSpec, ModelSpec
@@ -44,33 +45,20 @@ CARD_FILE = "model_card.json"
 CARD_VERSION = 1
 
 
-class ModelCardError(DecloudError):
-    """A model or its card cannot be read."""
-
-
-def _source(key: str) -> str | None:
-    """The normalisation source of an input key (``s2``, ``s2_20m``, ``s1``, ``dem``)."""
-    if key == "dem" or key.startswith("dem_"):
-        return "dem"
-    if key.startswith("dt_"):
-        return None
-    return key.rsplit("_", 1)[0]
-
-
 def _io(specs: Mapping[str, InputSpec], *, inputs: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, spec in specs.items():
         entry: dict[str, Any] = {
             "dataset_key": key, "channels": spec.channels, "bands": list(spec.bands),
             "resolution_m": spec.resolution or None}
-        source = _source(key)
-        if key.startswith("dt_"):
+        kind = parse_key(key).kind
+        if kind is KeyKind.DT:
             entry["dataset_key"] = f"{key} (derived: days from the reference acquisition)"
             entry["scaling"] = None
         elif not inputs:
             entry["scaling"] = "reflectance x 10000 (float32), as the s2_* dataset keys"
-        elif source in NORMALISATION:
-            scale, nodata = NORMALISATION[source]
+        elif kind in NORMALISATION:
+            scale, nodata = NORMALISATION[kind]
             entry["scaling"] = {"normalised": f"raw x {scale:.10g}", "scale": scale,
                                 "nodata": nodata, "nodata_becomes": 0.0}
         out[key] = entry

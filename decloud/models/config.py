@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from decloud.constants import S2_10M_BANDS, S2_20M_BANDS
-from decloud.errors import DecloudError
+from decloud.errors import ModelConfigError
 
 __all__ = [
     "GapfillConfig",
@@ -30,10 +30,6 @@ __all__ = [
 
 #: What a date of a model sees: 10 m S2 bands, 20 m S2 bands, S1.
 Source = Literal["s2", "s2_20m", "s1"]
-
-
-class ModelConfigError(DecloudError):
-    """A model configuration is invalid."""
 
 
 class _Strict(BaseModel):

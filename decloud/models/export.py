@@ -41,7 +41,8 @@ import keras
 import numpy as np
 
 from decloud.constants import DEM_NODATA, S1_NODATA, S2_NODATA, S2_SCALE
-from decloud.errors import ExportError
+from decloud.errors import ExportError, ModelInputSizeError
+from decloud.keys import KeyKind, parse_key
 from decloud.models.zoo import InputSpec, ModelSpec
 from decloud.writers import atomic_dir, atomic_file
 
@@ -54,6 +55,7 @@ __all__ = [
     "default_margin",
     "export_onnx",
     "export_savedmodel",
+    "load_for_export",
     "otbtf_settings",
 ]
 
@@ -92,8 +94,12 @@ def _round_up(value: float, multiple: int) -> int:
 
 
 def default_margin(spec: ModelSpec) -> int:
-    """Half the receptive field, rounded up to a multiple of the size multiple (10 m px)."""
-    return max(spec.size_multiple, _round_up(spec.receptive_field / 2, spec.size_multiple))
+    """The model's own margin, :attr:`ModelSpec.margin` (10 m px).
+
+    Half the receptive field, rounded up to a multiple of the size multiple; kept
+    here for callers of the exporter, the spec is where it is defined.
+    """
+    return spec.margin
 
 
 def crop_name(key: str, crop: int) -> str:
@@ -115,15 +121,24 @@ def _per_pixel(value: int, resolution: float, what: str) -> int:
 
 
 def _check_geometry(spec: ModelSpec, margin: int | None, efield: int) -> int:
-    """The margin to use, after checking margin and efield against the model's sizes."""
-    m = default_margin(spec) if margin is None else margin
+    """The margin to use, after checking margin and efield against the model's sizes.
+
+    The margin and the crops are the spec's (:attr:`ModelSpec.margin`,
+    :meth:`ModelSpec.crops`); a margin or efield the model cannot take becomes an
+    :class:`ExportError` naming the option.
+    """
+    m = spec.margin if margin is None else margin
     k = spec.size_multiple
-    if m < 0 or m % k:
-        raise ExportError(f"margin {m} must be >= 0 and a multiple of the size multiple {k}",
-                          field="margin")
-    if efield <= 0 or efield % k:
+    try:
+        spec.crops(m)
+    except ModelInputSizeError as err:
+        raise ExportError(f"margin {m} must be >= 0 and a multiple of the size multiple {k} "
+                          f"({err.message})", field="margin") from err
+    try:
+        spec.check_size(efield, efield)
+    except ModelInputSizeError as err:
         raise ExportError(f"expression field {efield} must be > 0 and a multiple of the size "
-                          f"multiple {k}", field="efield")
+                          f"multiple {k}", field="efield") from err
     for s in [*spec.inputs.values(), *spec.outputs.values()]:
         if _is_image(s):
             _per_pixel(m, s.resolution, "margin")
@@ -152,8 +167,8 @@ def _input_signature(model: keras.Model, spec: ModelSpec, tf: Any) -> dict[str, 
 
 
 def _crops(spec: ModelSpec, margin: int) -> dict[str, int]:
-    """Crop of each output, in its own pixels."""
-    return {key: _per_pixel(margin, s.resolution, "margin") for key, s in spec.outputs.items()}
+    """Crop of each output, in its own pixels (:meth:`ModelSpec.crops`)."""
+    return spec.crops(margin)
 
 
 def _sources(spec: ModelSpec) -> list[InputSpec]:
@@ -401,11 +416,11 @@ def _random_inputs(spec: ModelSpec, height: int, width: int, batch: int,
         h = _per_pixel(height, s.resolution, "size")
         w = _per_pixel(width, s.resolution, "size")
         shape = (batch, h, w, s.channels)
-        source = key if key == "dem" else key.rsplit("_", 1)[0]
+        kind = parse_key(key).kind
         # (low, high, integer-valued, nodata) of the raw encodings.
         low, high, integer, nodata = {
-            "dem": (0, 2000, False, DEM_NODATA), "s1": (1, 65535, True, S1_NODATA),
-        }.get(source, (0, 6000, True, S2_NODATA))
+            KeyKind.DEM: (0, 2000, False, DEM_NODATA), KeyKind.S1: (1, 65535, True, S1_NODATA),
+        }.get(kind, (0, 6000, True, S2_NODATA))
         x = (rng.integers(low, high + 1, size=shape) if integer
              else rng.uniform(low, high, size=shape)).astype(np.float32)
         x[rng.random(shape[:3]) < 0.01] = nodata  # the models map nodata to 0
@@ -539,3 +554,56 @@ def check_agreement(model: keras.Model, spec: ModelSpec, savedmodel_dir: str | P
                           f"(max abs difference, normalised units; tolerance {tol:g})",
                           path=runners[next(iter(bad)).split("/")[0]][0])
     return diffs
+
+
+def load_for_export(model_path: str | Path,
+                    config: str | Path | None = None) -> tuple[keras.Model, ModelSpec]:
+    """Load a ``.keras`` model and rebuild its spec, to export it.
+
+    The spec (receptive field, size multiple, inputs and outputs) is rebuilt from
+    ``config`` (a registered name or a YAML file) when given, else from the
+    configuration in the model card (``model_card.json``) next to the model. It must
+    name the model's inputs, with their channels.
+
+    Args:
+        model_path: The ``.keras`` file.
+        config: A model name or configuration file, or None to read the model card.
+
+    Returns:
+        The Keras model and its :class:`~decloud.models.ModelSpec`.
+
+    Raises:
+        ExportError: The model cannot be read, no configuration is found, or it does
+            not describe the model.
+        ModelCardError: The model card cannot be read.
+    """
+    # Only this entry point needs the card and the registry.
+    from decloud.models.card import CARD_FILE, card_spec, load_model
+    from decloud.models.registry import get_config
+    from decloud.models.zoo import build
+
+    model_path = Path(model_path)
+    if config is None:
+        if not (model_path.parent / CARD_FILE).is_file():
+            raise ExportError(f"no {CARD_FILE} next to the model: pass --config NAME (or a "
+                              "YAML file) to rebuild its spec", path=model_path)
+        model, card = load_model(model_path)
+        spec = card_spec(card)
+        name = str(card.get("name"))
+    else:
+        # The custom layers, losses and metrics register themselves on import.
+        from decloud.models import losses, metrics, normalization  # noqa: F401
+
+        model_config = get_config(str(config))
+        try:
+            model = keras.saving.load_model(model_path, compile=False)
+        except (OSError, ValueError, TypeError) as err:
+            raise ExportError(f"cannot load the model ({err})", path=model_path) from err
+        _, spec = build(model_config)
+        name = model_config.name
+    inputs = {k: int(t.shape[-1]) for k, t in dict(model.input).items()}
+    expected = {k: s.channels for k, s in spec.inputs.items()}
+    if inputs != expected:
+        raise ExportError(f"the configuration {name!r} takes {expected}, the model takes "
+                          f"{inputs} (input: channels)", path=model_path, field="config")
+    return model, spec

@@ -32,7 +32,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from decloud.constants import S2_NODATA, S2_SCALE, MaskClass
+from decloud.constants import S2_NODATA, S2_SCALE
+from decloud.keys import CLOUD_CLASSES, KeyKind, make_key, parse_key
 from decloud.models.config import ModelConfigError
 
 __all__ = [
@@ -55,8 +56,6 @@ __all__ = [
 #: Names accepted by :func:`get_loss` (and ``training.loss`` of a model configuration).
 LOSS_NAMES: tuple[str, ...] = ("l1", "l2", "carl")
 
-#: Mask classes that make a pixel of the cloudy input unusable (CARL's CSM = 1).
-_CLOUD_CLASSES = (int(MaskClass.CLOUD), int(MaskClass.CIRRUS), int(MaskClass.SHADOW))
 
 
 def packed_channels(channels: int) -> int:
@@ -64,13 +63,12 @@ def packed_channels(channels: int) -> int:
     return 2 * channels + 2
 
 
-def _key_parts(key: str) -> tuple[str, str]:
-    """``("s2", tgt)`` or ``("s2_20m", tgt)`` from an output key."""
-    if key.startswith("s2_20m_"):
-        return "s2_20m", key[len("s2_20m_"):]
-    if key.startswith("s2_") and not key.startswith("s2_mask_"):
-        return "s2", key[len("s2_"):]
-    raise ValueError(f"output key {key!r} is neither s2_<acq> nor s2_20m_<acq>")
+def _key_parts(key: str) -> tuple[KeyKind, str]:
+    """``(S2, tgt)`` or ``(S2_20M, tgt)`` from an output key."""
+    kind, acq = parse_key(key)
+    if kind not in (KeyKind.S2, KeyKind.S2_20M) or acq is None:
+        raise ValueError(f"output key {key!r} is neither s2_<acq> nor s2_20m_<acq>")
+    return kind, acq
 
 
 def _channels_last(array: np.ndarray) -> np.ndarray:
@@ -79,9 +77,12 @@ def _channels_last(array: np.ndarray) -> np.ndarray:
 
 
 def _cloud_mask(mask: np.ndarray, prefix: str) -> np.ndarray:
-    """Binary cloud/shadow mask (float32, ``(N, H, W, 1)``) at the output's resolution."""
-    cloud = np.isin(_channels_last(mask), _CLOUD_CLASSES).astype(np.float32)
-    if prefix == "s2_20m":
+    """Binary cloud/shadow mask (float32, ``(N, H, W, 1)``) at the output's resolution.
+
+    Cloud is any of :data:`decloud.keys.CLOUD_CLASSES` (CARL's CSM = 1).
+    """
+    cloud = np.isin(_channels_last(mask), CLOUD_CLASSES).astype(np.float32)
+    if prefix == KeyKind.S2_20M:
         # A 20 m pixel is cloudy if any of its four 10 m pixels is (2 x 2 max).
         n, h, w, _ = cloud.shape
         cloud = cloud[:, : h - h % 2, : w - w % 2]
@@ -130,7 +131,7 @@ def pack_targets(
         nodata = raw == S2_NODATA
         target = np.where(nodata, 0.0, raw).astype(np.float32)
         valid = (~nodata.any(axis=-1, keepdims=True)).astype(np.float32)
-        cloudy_key = f"{prefix}_{cloudy}"
+        cloudy_key = make_key(prefix, cloudy)
         if cloudy_key in batch:
             cloudy_raw = np.asarray(batch[cloudy_key])
             if cloudy_raw.shape != raw.shape:
@@ -138,7 +139,7 @@ def pack_targets(
             image = np.where(cloudy_raw == S2_NODATA, target, cloudy_raw).astype(np.float32)
         else:
             image = np.zeros_like(target)
-        mask_key = f"s2_mask_{cloudy}"
+        mask_key = make_key(KeyKind.S2_MASK, cloudy)
         if mask_key in batch:
             cloud = _cloud_mask(np.asarray(batch[mask_key]), prefix)
             if cloud.shape != valid.shape:

@@ -48,7 +48,8 @@ import numpy as np
 from keras import ops
 from scipy import ndimage
 
-from decloud.constants import S2_NODATA, S2_SCALE, MaskClass
+from decloud.constants import S2_NODATA, S2_SCALE
+from decloud.keys import CLOUD_CLASSES
 from decloud.models.losses import unpack
 
 __all__ = [
@@ -81,8 +82,6 @@ SSIM_K2: Final = 0.03
 
 #: Floor of the MSE inside a PSNR: a perfect prediction gives 100 dB, not infinity.
 _MSE_FLOOR: Final = 1e-10
-#: Classes of a uint8 mask counted as cloud (binary masks work too: 1 is CLOUD).
-_CLOUD_CLASSES: Final = (int(MaskClass.CLOUD), int(MaskClass.CIRRUS), int(MaskClass.SHADOW))
 
 
 def metric_name(kind: str, region: str = "all") -> str:
@@ -367,7 +366,8 @@ def evaluate(target: np.ndarray, prediction: np.ndarray, cloud: np.ndarray | Non
         target, prediction = target[None], prediction[None]
     shape = target.shape[:-1]
     ok = ~(target == S2_NODATA).any(axis=-1) & _as_mask(valid, shape, True).astype(bool)
-    is_cloud = np.isin(_as_mask(cloud, shape, False), _CLOUD_CLASSES)
+    # Binary masks work too: 1 is MaskClass.CLOUD.
+    is_cloud = np.isin(_as_mask(cloud, shape, False), CLOUD_CLASSES)
     t = np.where(ok[..., None], target, 0).astype(np.float64) / S2_SCALE
     p = prediction.astype(np.float64) / S2_SCALE
     channels = t.shape[-1]

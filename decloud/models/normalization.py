@@ -21,16 +21,16 @@ from typing import Any
 import keras
 from keras import ops
 
-from decloud.constants import DEM_NODATA, S1_NODATA, S2_NODATA, S2_SCALE
+from decloud.constants import S2_SCALE
+from decloud.keys import KINDS
 
 __all__ = ["NORMALISATION", "Denormalize", "Normalize"]
 
-#: (scale, nodata) per source: normalised = raw * scale, nodata pixels become 0.
+#: (scale, nodata) per key kind (``s2``, ``s2_20m``, ``s1``, ``dem``), from
+#: :data:`decloud.keys.KINDS`: normalised = raw * scale, nodata pixels become 0.
 NORMALISATION: dict[str, tuple[float, float]] = {
-    "s2": (1.0 / S2_SCALE, float(S2_NODATA)),
-    "s2_20m": (1.0 / S2_SCALE, float(S2_NODATA)),
-    "s1": (1.0 / 65535.0, float(S1_NODATA)),
-    "dem": (1.0 / 1000.0, float(DEM_NODATA)),
+    str(kind): (spec.norm_scale, float(spec.nodata))
+    for kind, spec in KINDS.items() if spec.norm_scale is not None
 }
 
 

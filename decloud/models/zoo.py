@@ -10,6 +10,8 @@ receptive field of the output analytically as they stack layers.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,8 @@ import keras
 from keras import layers, ops
 
 from decloud.constants import S1_POLARISATIONS
+from decloud.errors import ModelInputSizeError
+from decloud.keys import KeyKind, make_key, parse_key
 from decloud.models.config import (
     GapfillConfig,
     ModelConfig,
@@ -26,22 +30,49 @@ from decloud.models.config import (
 )
 from decloud.models.normalization import NORMALISATION, Denormalize, Normalize
 
-__all__ = ["InputSpec", "ModelSpec", "build"]
+__all__ = ["MODEL_GRID", "InputSpec", "ModelSpec", "build"]
+
+
+#: Pixel size of the grid models work on, metres: sizes, margins and crops are counted
+#: in its pixels.
+MODEL_GRID = 10.0
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One input (or output) of a model: its key, channels and pixel size."""
+    """One input (or output) of a model: its key, channels and pixel size.
+
+    ``resolution`` is 0 for inputs that are not images (the ``dt_*`` days).
+    """
 
     key: str
     channels: int
     resolution: float
     bands: tuple[str, ...] = ()
 
+    @property
+    def is_image(self) -> bool:
+        """Whether the input has pixels (``(batch, height, width, channels)``)."""
+        return self.resolution > 0
+
+    @property
+    def ratio(self) -> float:
+        """Model-grid pixels per pixel of this input (2 for 20 m)."""
+        return self.resolution / MODEL_GRID
+
 
 @dataclass
 class ModelSpec:
-    """What a built model takes and gives, and its geometry."""
+    """What a built model takes and gives, and its geometry.
+
+    The geometry a tiled run needs lives here, not in the exporters: the model's
+    inputs must have sides that are multiples of :attr:`size_multiple` (10 m px), an
+    output pixel depends on :attr:`receptive_field` input pixels, and a block read
+    with :attr:`margin` pixels of context on each side gives, once cropped by
+    :meth:`crops`, the same pixels as the whole image (``Grid.windows(size,
+    spec.margin, spec.size_multiple)``). :meth:`check_inputs` refuses inputs the
+    model cannot take with :class:`~decloud.errors.ModelInputSizeError`.
+    """
 
     name: str
     config: ModelConfig
@@ -51,6 +82,107 @@ class ModelSpec:
     receptive_field: int
     params: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def margin(self) -> int:
+        """The halo (10 m px on each side) a block needs to be seamless.
+
+        Half the receptive field, rounded up to a multiple of the size multiple (so
+        that blocks stay on the model's pooling lattice and 20 m inputs and outputs
+        get whole pixels), and at least one size multiple. Every pixel of a block's
+        core then has its whole receptive field inside the block.
+        """
+        k = self.size_multiple
+        return max(k, -(-math.ceil(self.receptive_field / 2) // k) * k)
+
+    def crops(self, margin: int | None = None) -> dict[str, int]:
+        """Pixels to drop on each side of every output, in that output's own pixels.
+
+        Args:
+            margin: The margin the inputs were read with (10 m px); :attr:`margin`
+                when None. It must be a multiple of the size multiple.
+
+        Raises:
+            ModelInputSizeError: A margin the outputs cannot be cropped by.
+        """
+        m = self.margin if margin is None else margin
+        if m < 0 or m % self.size_multiple:
+            raise ModelInputSizeError(f"model {self.name}: margin {m} must be >= 0 and a "
+                                      f"multiple of the size multiple {self.size_multiple}",
+                                      field="margin")
+        out = {}
+        for key, s in self.outputs.items():
+            crop = m / s.ratio
+            if crop != int(crop):
+                raise ModelInputSizeError(f"model {self.name}: margin {m} px is not a whole "
+                                          f"number of {s.resolution:g} m pixels of {key}",
+                                          field="margin")
+            out[key] = int(crop)
+        return out
+
+    def check_size(self, height: int, width: int, *, key: str | None = None) -> None:
+        """Raise unless a ``height`` x ``width`` (10 m px) input is one the model takes.
+
+        Raises:
+            ModelInputSizeError: A side that is not a positive multiple of the size
+                multiple; the message names the model, the input and the sizes.
+        """
+        k = self.size_multiple
+        if height <= 0 or width <= 0 or height % k or width % k:
+            what = f"input {key}" if key else "input"
+            raise ModelInputSizeError(
+                f"model {self.name} cannot take a {height} x {width} px (10 m) {what}: "
+                f"sides must be positive multiples of {k} (pad with "
+                f"decloud.windows.pad_to_multiple, or tile with Grid.windows(..., "
+                f"multiple={k}))", field=key or "size")
+
+    def check_inputs(self, inputs: Mapping[str, Any], *,
+                     any_size: bool = False) -> tuple[int, int]:
+        """Check raw NHWC inputs against the spec before the model runs.
+
+        Every image input must be present with its channels, all must cover the same
+        area (a 20 m input has half the 10 m pixels) and the sides must be multiples
+        of the size multiple.
+
+        Args:
+            inputs: Arrays or tensors by dataset key, ``(batch, height, width,
+                channels)`` for images.
+            any_size: Skip the size multiple (for inputs about to be padded): a
+                coarser input may then overhang the finest by less than one of its
+                pixels (a 20 m grid covers an odd 10 m side with a last whole pixel).
+
+        Returns:
+            ``(height, width)`` of the inputs in 10 m px (of the finest input).
+
+        Raises:
+            ModelInputSizeError: A missing input, wrong channels, disagreeing sizes or
+                sides that are not multiples of the size multiple.
+        """
+        extents: dict[str, tuple[int, int]] = {}
+        for key, s in self.inputs.items():
+            if key not in inputs:
+                raise ModelInputSizeError(f"model {self.name} needs input {key}", field=key)
+            if not s.is_image:
+                continue
+            shape = tuple(int(n) for n in inputs[key].shape)
+            if len(shape) != 4 or shape[3] != s.channels:
+                raise ModelInputSizeError(f"model {self.name}: input {key} has shape {shape}, "
+                                          f"expected (batch, height, width, {s.channels})",
+                                          field=key)
+            extents[key] = (round(shape[1] * s.ratio), round(shape[2] * s.ratio))
+        if not extents:
+            return 0, 0
+        finest = min(extents, key=lambda k: (self.inputs[k].ratio, extents[k]))
+        size = extents[finest]
+        for key, here in extents.items():
+            slack = round(self.inputs[key].ratio) - 1 if any_size else 0
+            if not all(0 <= h - s <= slack for h, s in zip(here, size, strict=True)):
+                raise ModelInputSizeError(
+                    f"model {self.name}: input {key} covers {here[0]} x {here[1]} px (10 m) "
+                    f"but {finest} covers {size[0]} x {size[1]}", field=key)
+        if not any_size:
+            self.check_size(*size, key=finest)
+        return size
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary (model card section)."""
@@ -95,8 +227,7 @@ class _Graph:
 def _input(key: str, channels: int, resolution: float, bands: tuple[str, ...],
            inputs: dict[str, Any], specs: dict[str, InputSpec], graph: _Graph) -> Any:
     """A named raw input, normalised; 20 m inputs are upsampled to the 10 m grid."""
-    source = key.rsplit("_", 1)[0] if not key.startswith("dem") else "dem"
-    scale, nodata = NORMALISATION[source]
+    scale, nodata = NORMALISATION[parse_key(key).kind]
     tensor = keras.Input(shape=(None, None, channels), name=key)
     inputs[key] = tensor
     specs[key] = InputSpec(key, channels, resolution, bands)
@@ -112,12 +243,14 @@ def _date_inputs(date: str, sources: list[str], bands: tuple[str, ...],
                  specs: dict[str, InputSpec], graph: _Graph) -> list[Any]:
     xs = []
     if "s2" in sources:
-        xs.append(_input(f"s2_{date}", len(bands), 10.0, bands, inputs, specs, graph))
+        xs.append(_input(make_key(KeyKind.S2, date), len(bands), 10.0, bands, inputs, specs,
+                         graph))
     if "s2_20m" in sources:
-        xs.append(_input(f"s2_20m_{date}", len(bands20), 20.0, bands20, inputs, specs, graph))
-    if "s1" in sources:
-        xs.append(_input(f"s1_{date}", len(S1_POLARISATIONS), 10.0, S1_POLARISATIONS, inputs,
+        xs.append(_input(make_key(KeyKind.S2_20M, date), len(bands20), 20.0, bands20, inputs,
                          specs, graph))
+    if "s1" in sources:
+        xs.append(_input(make_key(KeyKind.S1, date), len(S1_POLARISATIONS), 10.0,
+                         S1_POLARISATIONS, inputs, specs, graph))
     return xs
 
 
@@ -133,7 +266,7 @@ def _unet(config: ModelConfig, net: UNetConfig) -> tuple[keras.Model, ModelSpec]
     bands, bands20 = tuple(net.s2_bands), tuple(net.s2_20m_bands)
     dem = None
     if net.dem:
-        dem_in = _input("dem", 1, 10.0, ("elevation",), inputs, specs, graph)
+        dem_in = _input(make_key(KeyKind.DEM), 1, 10.0, ("elevation",), inputs, specs, graph)
         # The DEM joins at half resolution: terrain matters at the scale of shadows.
         dem = graph.apply(layers.AveragePooling2D(2, name="dem_half"), dem_in, kernel=2,
                           stride=2)
@@ -177,10 +310,10 @@ def _unet(config: ModelConfig, net: UNetConfig) -> tuple[keras.Model, ModelSpec]
             half = x
     out = graph.apply(_conv(len(bands), "head", kernel=1, activation=None), x)
     outputs: dict[str, Any] = {}
-    target = f"s2_{config.target}"
+    target = make_key(KeyKind.S2, config.target)
     if net.residual is not None:
         base = graph.apply(layers.Identity(name="residual_input"),
-                           _normalized(inputs[f"s2_{net.residual}"], graph))
+                           _normalized(inputs[make_key(KeyKind.S2, net.residual)], graph))
         out = graph.merge(layers.Add(name="residual"), [out, base])
     outputs[target] = layers.Activation("linear", name=target)(Denormalize()(out))
     out_specs = {target: InputSpec(target, len(bands), 10.0, bands)}
@@ -190,7 +323,7 @@ def _unet(config: ModelConfig, net: UNetConfig) -> tuple[keras.Model, ModelSpec]
         y = half if half is not None else graph.apply(
             layers.AveragePooling2D(2, name="to_20m"), x, kernel=2, stride=2)
         y = graph.apply(_conv(len(bands20), "head_20m", kernel=1, activation=None), y)
-        key = f"s2_20m_{config.target}"
+        key = make_key(KeyKind.S2_20M, config.target)
         outputs[key] = layers.Activation("linear", name=key)(Denormalize()(y))
         out_specs[key] = InputSpec(key, len(bands20), 20.0, bands20)
         rf = max(rf, graph.rf(y)[0])
@@ -204,7 +337,7 @@ def _unet(config: ModelConfig, net: UNetConfig) -> tuple[keras.Model, ModelSpec]
 
 def _normalized(raw: Any, graph: _Graph) -> Any:
     """The normalised tensor of a raw input (reusing its Normalize layer's output)."""
-    scale, nodata = NORMALISATION["s2"]
+    scale, nodata = NORMALISATION[KeyKind.S2]
     return graph.mark(Normalize(scale, nodata, name=f"normalize_{raw.name}_skip")(raw), 1, 1)
 
 
@@ -215,14 +348,14 @@ def _resnet(config: ModelConfig, net: ResNetConfig) -> tuple[keras.Model, ModelS
     date = net.date
     bands10, bands20 = tuple(net.s2_bands), tuple(net.s2_20m_bands)
     n10, n20 = len(bands10), len(bands20)
-    xs = [_input(f"s2_{date}", n10, 10.0, bands10, inputs, specs, graph)]
+    xs = [_input(make_key(KeyKind.S2, date), n10, 10.0, bands10, inputs, specs, graph)]
     if n20:
-        xs.append(_input(f"s2_20m_{date}", n20, 20.0, bands20, inputs, specs, graph))
+        xs.append(_input(make_key(KeyKind.S2_20M, date), n20, 20.0, bands20, inputs, specs, graph))
     optical = xs[0] if len(xs) == 1 else graph.merge(layers.Concatenate(name="optical"), xs)
     x = optical
     if net.sar:
-        sar = _input(f"s1_{date}", len(S1_POLARISATIONS), 10.0, S1_POLARISATIONS, inputs,
-                     specs, graph)
+        sar = _input(make_key(KeyKind.S1, date), len(S1_POLARISATIONS), 10.0,
+                     S1_POLARISATIONS, inputs, specs, graph)
         x = graph.merge(layers.Concatenate(name="optical_sar"), [optical, sar])
     x = graph.apply(_conv(net.features, "conv_in"), x, kernel=3)
     for b in range(net.blocks):
@@ -234,12 +367,12 @@ def _resnet(config: ModelConfig, net: ResNetConfig) -> tuple[keras.Model, ModelS
     x = graph.apply(_conv(n_out, "conv_out", activation=None), x, kernel=3)
     # The long skip: the network predicts a correction of the cloudy input.
     x = graph.merge(layers.Add(name="long_skip"), [x, optical])
-    target = f"s2_{config.target}"
+    target = make_key(KeyKind.S2, config.target)
     out10 = SliceChannels(0, n10, name="bands_10m")(x)
     outputs = {target: layers.Activation("linear", name=target)(Denormalize()(out10))}
     out_specs = {target: InputSpec(target, n10, 10.0, bands10)}
     if n20:
-        key = f"s2_20m_{config.target}"
+        key = make_key(KeyKind.S2_20M, config.target)
         out20 = SliceChannels(n10, n_out, name="bands_20m")(x)
         out20 = layers.AveragePooling2D(2, name="to_20m")(out20)
         outputs[key] = layers.Activation("linear", name=key)(Denormalize()(out20))
@@ -322,16 +455,16 @@ def _gapfill(config: ModelConfig, net: GapfillConfig) -> tuple[keras.Model, Mode
     inputs: dict[str, Any] = {}
     specs: dict[str, InputSpec] = {}
     bands = tuple(net.s2_bands)
-    before = _input(f"s2_{net.before}", len(bands), 10.0, bands, inputs, specs, graph)
-    after = _input(f"s2_{net.after}", len(bands), 10.0, bands, inputs, specs, graph)
+    before = _input(make_key(KeyKind.S2, net.before), len(bands), 10.0, bands, inputs, specs, graph)
+    after = _input(make_key(KeyKind.S2, net.after), len(bands), 10.0, bands, inputs, specs, graph)
     dts = []
     for date in (net.before, net.after):
-        key = f"dt_{date}"
+        key = make_key(KeyKind.DT, date)
         inputs[key] = keras.Input(shape=(1,), name=key)
         specs[key] = InputSpec(key, 1, 0.0, ("days",))
         dts.append(inputs[key])
     out = LinearInterpolation(name="interpolate")(before, after, dts[0], dts[1])
-    target = f"s2_{config.target}"
+    target = make_key(KeyKind.S2, config.target)
     outputs = {target: layers.Activation("linear", name=target)(Denormalize()(out))}
     model = keras.Model(inputs=inputs, outputs=outputs, name=config.name)
     out_specs = {target: InputSpec(target, len(bands), 10.0, bands)}

@@ -53,7 +53,11 @@ class FolderFiles(ProductFiles):
         return str(self.path / name)
 
     def read_bytes(self, name: str) -> bytes:
-        return (self.path / name).read_bytes()
+        try:
+            return (self.path / name).read_bytes()
+        except OSError as err:
+            raise ProductFormatError(f"cannot be read ({err.strerror or err})",
+                                     path=self.path / name) from err
 
 
 class ZipFiles(ProductFiles):
@@ -82,8 +86,13 @@ class ZipFiles(ProductFiles):
         return f"/vsizip/{self.path}/{self._prefix}{name}"
 
     def read_bytes(self, name: str) -> bytes:
-        with zipfile.ZipFile(self.path) as archive:
-            return archive.read(self._prefix + name)
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return archive.read(self._prefix + name)
+        except (zipfile.BadZipFile, KeyError, OSError, EOFError) as err:
+            # A damaged member (bad CRC, cut short) or one removed since the listing.
+            raise ProductFormatError(f"cannot read {self._prefix + name} from the zip ({err})",
+                                     path=self.path, field=name) from err
 
 
 def product_files(path: Path, inner: str) -> ProductFiles:

@@ -8,7 +8,7 @@ image (a VV/VH pair or stack) or a DEM. Readers are small subclasses registered 
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,8 +24,10 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from decloud.constants import MaskClass, normalize_band_name
-from decloud.errors import MissingBandError
+from decloud.env import ensure_env
+from decloud.errors import ArgumentError, MissingBandError, ProductFormatError
 from decloud.grid import Grid, RasterKind, RasterPool, read_on_grid
+from decloud.masks import compute_mask, fallback_origin
 
 __all__ = [
     "READERS",
@@ -74,8 +76,11 @@ def register(cls: type[Product]) -> type[Product]:
 
 
 @dataclass(kw_only=True)
-class Product:
+class Product(ABC):
     """One acquisition of one sensor, with its bands on disk.
+
+    An abstract base: a reader subclasses it (or :class:`S2Product`), implements
+    :meth:`matches` and :meth:`open`, and registers with :func:`register`.
 
     Attributes:
         path: The product folder, zip or file.
@@ -102,8 +107,13 @@ class Product:
     pass_direction: str | None = None
 
     def __post_init__(self) -> None:
-        assert self.acquired.tzinfo is not None, "acquisition times are UTC-aware"
-        assert self.bands, "a product has at least one band"
+        # Readers build products from names and metadata: a naive date or a product
+        # without bands would be a reader bug or a bad file, not something to carry on.
+        if self.acquired.tzinfo is None:
+            raise ProductFormatError("acquisition time has no time zone (decloud uses UTC)",
+                                     path=self.path, field="acquired")
+        if not self.bands:
+            raise ProductFormatError("the product has no band", path=self.path, field="bands")
 
     @classmethod
     @abstractmethod
@@ -145,6 +155,7 @@ class Product:
             return native
         return native.at_resolution(resolution)
 
+    @ensure_env
     def read(
         self,
         bands: Sequence[str],
@@ -153,6 +164,7 @@ class Product:
         *,
         resampling: Resampling | None = None,
         pool: RasterPool | None = None,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Read bands onto a grid window as physical values.
 
@@ -162,28 +174,33 @@ class Product:
             window: Window of ``grid``; all of it when None.
             resampling: Overrides the default (bilinear for continuous values).
             pool: Keeps files open across calls when streaming windows.
+            out: A float32 array ``(len(bands), height, width)`` to fill and return
+                instead of a new one: streaming a tile into one reused buffer saves
+                allocating (and the system zeroing) a fresh array per window.
 
         Returns:
             float32 array ``(len(bands), height, width)``, NaN where there is no data.
+
+        Raises:
+            ArgumentError: ``out`` has the wrong shape or type.
         """
         grid = grid if grid is not None else self.grid(pool=pool)
         files = [self.band(b) for b in bands]
         target = grid.subgrid(window) if window is not None else grid
-        out = np.empty((len(files), target.height, target.width), np.float32)
+        shape = (len(files), target.height, target.width)
+        if out is None:
+            out = np.empty(shape, np.float32)
+        elif out.shape != shape or out.dtype != np.float32:
+            raise ArgumentError(f"out is {out.dtype} {out.shape}, the read needs float32 {shape}",
+                                path=self.path, field="out")
         for i, bf in enumerate(files):
             src: Any = pool.get(bf.path) if pool is not None else bf.path
-            out[i] = read_on_grid(src, grid, window, indexes=(bf.index,),
-                                  kind=self.raster_kind, resampling=resampling,
-                                  src_nodata=bf.nodata)[0]
-            self._to_physical(out[i], bf)
+            # Each band is decoded, resampled and scaled straight into its slot of the
+            # output, strip by strip while the pixels are in cache.
+            read_on_grid(src, grid, window, indexes=(bf.index,), kind=self.raster_kind,
+                         resampling=resampling, src_nodata=bf.nodata, scale=bf.scale,
+                         offset=bf.offset, out=out[i : i + 1])
         return out
-
-    def _to_physical(self, raw: np.ndarray, band: BandFile) -> np.ndarray:
-        """Turn resampled DN (float32, NaN nodata) into physical values."""
-        if band.scale != 1.0 or band.offset != 0.0:
-            raw *= np.float32(band.scale)
-            raw += np.float32(band.offset)
-        return raw
 
     def footprint(self, crs: CRS | str = "EPSG:4326") -> BaseGeometry:
         """The product's extent as a polygon, in ``crs`` (WGS84 longitude/latitude by default)."""
@@ -225,6 +242,9 @@ class Product:
 class S2Product(Product):
     """A Sentinel-2 L2A product: reflectance bands and a cloud/shadow/nodata mask.
 
+    Abstract: a reader implements :meth:`matches`, :meth:`open`, :meth:`_mask_name`
+    and :meth:`_product_mask`.
+
     Subclasses translate their own mask format (THEIA CLM/EDG bits, SAFE SCL classes,
     a generic class raster) into decloud's :class:`~decloud.constants.MaskClass`
     layer. Products without a usable mask get the computed fallback of
@@ -233,11 +253,17 @@ class S2Product(Product):
 
     sensor: ClassVar[str] = "S2"
     raster_kind: ClassVar[RasterKind] = RasterKind.REFLECTANCE
+    #: Processing level: ``L2A`` (surface reflectance) or ``L1C`` (top of atmosphere).
+    level: ClassVar[str] = "L2A"
 
     @property
     def mask_origin(self) -> str:
-        """Where the cloud mask comes from: a product layer, or ``computed``."""
-        return self._mask_name() or "computed"
+        """Where the cloud mask comes from: a product layer, or the computed test used.
+
+        ``computed`` (full test) or ``computed-10m`` (10 m bands only, no SWIR tests):
+        see :func:`decloud.masks.fallback_bands`.
+        """
+        return self._mask_name() or fallback_origin(self.bands)
 
     @abstractmethod
     def _mask_name(self) -> str | None:
@@ -248,36 +274,31 @@ class S2Product(Product):
                       pool: RasterPool | None) -> np.ndarray:
         """The product's own mask as a MaskClass uint8 layer (only if it has one)."""
 
+    @ensure_env
     def mask(
         self,
         grid: Grid | None = None,
         window: Window | None = None,
         *,
         pool: RasterPool | None = None,
-        band_nodata: bool = True,
     ) -> np.ndarray:
-        """The :class:`MaskClass` layer (uint8) on a grid window.
+        """The product's own :class:`MaskClass` layer (uint8) on a grid window.
+
+        Nodata is what the product mask says (THEIA EDG, SCL 0 and 1, a generic
+        class raster's nodata classes; the computed mask's band nodata). The
+        ``s2_mask_<acq>`` key adds the nodata of every band read with it: that one
+        definition lives in :mod:`decloud.inputs`.
 
         Args:
             grid: Target grid; the product's own grid when None.
             window: Window of ``grid``; all of it when None.
             pool: Keeps files open across calls.
-            band_nodata: Also mark as nodata the pixels where the finest band has no
-                data, so that the layer is the single truth about usable pixels. The
-                product masks already flag nodata (EDG, SCL 0); skipping this saves a
-                band read where speed matters (patch statistics).
         """
         grid = grid if grid is not None else self.grid(pool=pool)
         if self._mask_name() is not None:
             layer = self._product_mask(grid, window, pool)
         else:
-            from decloud.masks import compute_mask
-
             layer = compute_mask(self, grid, window, pool=pool)
-        if band_nodata:
-            reference = self.band_names[0]
-            missing = np.isnan(self.read([reference], grid, window, pool=pool)[0])
-            layer[missing] = MaskClass.NODATA
         return layer
 
     def cloud_mask(
@@ -311,6 +332,7 @@ class S2Product(Product):
     def describe(self) -> dict[str, Any]:  # noqa: D102
         out = super().describe()
         out["mask_origin"] = self.mask_origin
+        out["level"] = self.level
         return out
 
 

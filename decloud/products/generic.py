@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rasterio.windows import Window
 
 from decloud.constants import S2_ALL_BANDS, MaskClass, normalize_band_name
-from decloud.errors import ProductFormatError
+from decloud.errors import MetadataError, ProductFormatError
 from decloud.grid import Grid, RasterPool, open_raster
 from decloud.products.base import (
     BandFile,
@@ -83,6 +83,13 @@ class StackSpec(BaseModel):
             raise ValueError("a band is listed twice")
         return names
 
+    @field_validator("scale")
+    @classmethod
+    def _nonzero_scale(cls, scale: float) -> float:
+        if scale == 0 or scale != scale:  # a zero (or NaN) scale erases every pixel
+            raise ValueError("scale must be a non-zero number")
+        return scale
+
     @field_validator("acquired")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
@@ -106,14 +113,19 @@ class GenericStack(S2Product):
         """Open a stack described by its ``<stem>.yaml`` sidecar."""
         sidecar = path.with_suffix(".yaml")
         try:
-            raw = yaml.safe_load(sidecar.read_text())
+            raw = yaml.safe_load(sidecar.read_text(encoding="utf-8"))
             spec = StackSpec.model_validate(raw)
+        except UnicodeDecodeError as err:
+            raise MetadataError(f"not UTF-8 text ({err.reason} at byte {err.start})",
+                                path=sidecar) from err
+        except OSError as err:
+            raise MetadataError(f"cannot be read ({err.strerror or err})", path=sidecar) from err
         except yaml.YAMLError as err:
-            raise ProductFormatError(f"invalid YAML ({err})", path=sidecar) from err
+            raise MetadataError(f"invalid YAML ({err})", path=sidecar) from err
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise ProductFormatError(first["msg"], path=sidecar, field=where) from err
+            raise MetadataError(first["msg"], path=sidecar, field=where) from err
         mask = None
         if spec.mask is not None:
             mask = (sidecar.parent / spec.mask.path, {

@@ -5,6 +5,12 @@ two-band ``_vvvh_`` stack (band 1 VV, band 2 VH). The time may be ``txxxxxx`` wh
 S1Tiling merged several acquisitions of the day. Values are linear sigma0 (float32,
 nodata 0), or decloud's prepared uint16 encoding (:mod:`decloud.s1`) when the file
 carries the ``DECLOUD_S1_ENCODING`` tag. :meth:`S1Product.read` returns dB by default.
+
+Values are sanity-checked: a file whose band unit, description or ``UNIT`` tag says dB
+is read as dB (``encoding`` ``db``); a file named like a linear one whose values are
+mostly negative (linear sigma0 never is: it is a dB file) is refused with a
+:class:`~decloud.errors.SuspectValuesError` naming it, when opened (a few sampled
+windows) and on every read.
 """
 
 from __future__ import annotations
@@ -18,12 +24,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from decloud.errors import ProductFormatError
+from decloud.env import ensure_env
+from decloud.errors import (
+    ArgumentError,
+    CorruptRasterError,
+    ProductFormatError,
+    SuspectValuesError,
+)
 from decloud.grid import Grid, RasterKind, RasterPool, open_raster
 from decloud.products.base import BandFile, Product, register
-from decloud.s1 import PREPARED_ENCODING_TAG, decode_prepared, linear_to_db
+from decloud.s1 import PREPARED_ENCODING_TAG, db_to_linear, decode_prepared, linear_to_db
 
 __all__ = ["S1Product", "group_s1_files", "parse_s1_name"]
 
@@ -35,14 +48,22 @@ _NAME = re.compile(
 
 
 def parse_s1_name(path: Path) -> dict[str, Any] | None:
-    """Fields of an S1Tiling file name, or None when the name is not one."""
+    """Fields of an S1Tiling file name, or None when the name is not one.
+
+    Raises:
+        ProductFormatError: The name has the S1Tiling form but an impossible date.
+    """
     match = _NAME.match(path.name)
     if match is None:
         return None
     time = match["time"].lower()
-    acquired = datetime.strptime(
-        match["date"] + ("000000" if time == "xxxxxx" else time), "%Y%m%d%H%M%S"
-    ).replace(tzinfo=UTC)
+    try:
+        acquired = datetime.strptime(
+            match["date"] + ("000000" if time == "xxxxxx" else time), "%Y%m%d%H%M%S"
+        ).replace(tzinfo=UTC)
+    except ValueError as err:
+        raise ProductFormatError(f"{match['date']}t{time} in the name is not a date-time",
+                                 path=path, field="date") from err
     return {
         "platform": match["platform"].upper(),
         "tile": "T" + match["tile"].upper(),
@@ -78,18 +99,21 @@ class S1Product(Product):
     @classmethod
     def from_files(cls, paths: Sequence[Path]) -> S1Product:
         """Build one acquisition from its files (a VV/VH pair, a stack, or one file)."""
-        fields = [parse_s1_name(p) for p in paths]
-        for p, f in zip(paths, fields, strict=True):
-            if f is None:
+        if not paths:
+            raise ProductFormatError("an S1 product needs at least one file", field="paths")
+        fields: list[dict[str, Any]] = []
+        for p in paths:
+            parsed = parse_s1_name(p)
+            if parsed is None:
                 raise ProductFormatError("name is not an S1Tiling name", path=p)
-        keys = {f["key"] for f in fields if f}
+            fields.append(parsed)
+        keys = {f["key"] for f in fields}
         if len(keys) != 1:
             raise ProductFormatError("files of different acquisitions cannot be one product",
                                      path=paths[0])
         bands: dict[str, BandFile] = {}
         encoding = "linear"
         for path, f in zip(paths, fields, strict=True):
-            assert f is not None
             pols = ["VV", "VH"] if f["pol"] == "VVVH" else [f["pol"]]
             with open_raster(path) as src:
                 if src.count < len(pols):
@@ -99,16 +123,18 @@ class S1Product(Product):
                 if src.crs is None:
                     raise ProductFormatError("raster has no CRS", path=path)
                 prepared = src.tags().get(PREPARED_ENCODING_TAG) is not None
-                nodata = src.nodata if src.nodata is not None else 0.0
+                encoding = "prepared" if prepared else _declared_unit(src)
+                # 0 is S1Tiling's linear nodata; in dB it is a valid value.
+                nodata = src.nodata if src.nodata is not None or encoding == "db" else 0.0
                 res = float(src.res[0])
-            encoding = "prepared" if prepared else "linear"
+                if encoding == "linear":
+                    check_linear_sample(src, path, nodata)
             for index, pol in enumerate(pols, start=1):
                 if pol in bands:
                     raise ProductFormatError(f"{pol} is given twice", path=path, field=pol)
                 bands[pol] = BandFile(name=pol, path=str(path), resolution=res, index=index,
                                       nodata=nodata)
         first = fields[0]
-        assert first is not None
         return cls(
             path=paths[0], platform=first["platform"], tile=first["tile"],
             acquired=first["acquired"], bands=bands, relative_orbit=first["relative_orbit"],
@@ -128,6 +154,7 @@ class S1Product(Product):
         """The files of this acquisition."""
         return sorted({b.path for b in self.bands.values()})
 
+    @ensure_env
     def read(  # noqa: D417
         self,
         bands: Sequence[str] = ("VV", "VH"),
@@ -136,6 +163,7 @@ class S1Product(Product):
         *,
         resampling: Resampling | None = None,
         pool: RasterPool | None = None,
+        out: np.ndarray | None = None,
         unit: str = "db",
     ) -> np.ndarray:
         """Read polarisations onto a grid window, in dB (default) or linear sigma0.
@@ -149,8 +177,20 @@ class S1Product(Product):
         """
         if unit not in ("db", "linear"):
             raise ValueError(f"unit must be 'db' or 'linear', not {unit!r}")
+        if out is not None:  # the conversion makes new arrays: copy the result
+            result = self.read(bands, grid, window, resampling=resampling, pool=pool,
+                               unit=unit)
+            if out.shape != result.shape or out.dtype != result.dtype:
+                raise ArgumentError(f"out is {out.dtype} {out.shape}, the read needs "
+                                    f"{result.dtype} {result.shape}", path=self.path,
+                                    field="out")
+            out[...] = result
+            return out
         raw = super().read(bands, grid, window, resampling=resampling, pool=pool)
-        linear = decode_prepared(raw) if self.encoding == "prepared" else raw
+        if self.encoding == "linear":
+            _refuse_negative(raw, self.files[0])
+        linear = decode_prepared(raw) if self.encoding == "prepared" else (
+            db_to_linear(raw) if self.encoding == "db" else raw)
         if unit == "linear":
             linear[~(linear > 0)] = np.nan
             return linear
@@ -160,6 +200,52 @@ class S1Product(Product):
         out = super().describe()
         out["encoding"] = self.encoding
         return out
+
+
+def _declared_unit(src: Any) -> str:
+    """``db`` when the file says its values are dB (band unit, description or a tag)."""
+    said = [*(u or "" for u in src.units), *(d or "" for d in src.descriptions)]
+    said += [v for k, v in src.tags().items() if k.upper() in ("UNIT", "UNITS")]
+    return "db" if any(re.search(r"\bdb\b", t, re.IGNORECASE) for t in said) else "linear"
+
+
+def _refuse_negative(values: np.ndarray, path: str | Path) -> None:
+    """Refuse values of which most are negative: linear sigma0 never is (dB mostly is)."""
+    valid = np.isfinite(values)
+    count = int(np.count_nonzero(valid))
+    negative = int(np.count_nonzero(values[valid] < 0)) if count else 0
+    if count and negative > count // 2:
+        raise SuspectValuesError(
+            f"{negative} of {count} values are negative, so they cannot be linear sigma0 "
+            "(S1Tiling's unit): is this a dB file? Convert it to linear (10^(dB/10)) or set "
+            "its band unit to dB", path=path, field="values")
+
+
+def check_linear_sample(src: Any, path: Path, nodata: float | None, *, size: int = 64) -> None:
+    """Check a few small windows of a linear-sigma0 file (centre and quarters) cheaply.
+
+    A small file is read whole.
+
+    Raises:
+        SuspectValuesError: Most sampled values are negative (a dB file under a linear name).
+        CorruptRasterError: The windows cannot be read (truncated or corrupt file).
+    """
+    h, w = src.height, src.width
+    centres = ((0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75))
+    corners = [(max(0, int(fy * h) - size // 2), max(0, int(fx * w) - size // 2))
+               for fy, fx in centres]
+    windows = [Window(0, 0, w, h)] if h * w <= len(centres) * size * size else [
+        Window(col, row, min(size, w - col), min(size, h - row)) for row, col in corners]
+    samples = []
+    for window in windows:
+        try:
+            data = src.read(1, window=window).astype(np.float32)
+        except RasterioIOError as err:
+            raise CorruptRasterError(f"cannot be read ({err})", path=path) from err
+        if nodata is not None:
+            data[data == nodata] = np.nan
+        samples.append(data.ravel())
+    _refuse_negative(np.concatenate(samples), path)
 
 
 def group_s1_files(paths: Iterable[Path]) -> list[list[Path]]:

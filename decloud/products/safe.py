@@ -4,7 +4,15 @@ Name: ``S2B_MSIL2A_20220615T103629_N0400_R008_T31TEJ_20220615T135020.SAFE``. Ban
 JPEG 2000 files under ``GRANULE/*/IMG_DATA/R10m|R20m|R60m``; each band is taken at its
 finest resolution. Reflectance is ``(DN + BOA_ADD_OFFSET) / BOA_QUANTIFICATION_VALUE``,
 both read from ``MTD_MSIL2A.xml``: from processing baseline 04.00 on the offset is -1000
-DN, before it there is no offset list and the offset is 0. DN 0 is nodata.
+DN, before it there is no offset list and the offset is 0. DN 0 is nodata. Every value
+is checked: a PB >= 04.00 product whose metadata lacks ``BOA_ADD_OFFSET`` (or one band's
+entry), a missing, non-numeric or zero quantification value, or a time that is not a
+date is a :class:`~decloud.errors.MetadataError` naming the file and the element.
+
+Acquisition time (the same definition as THEIA's, which names products after it): the
+sensing time of the tile, ``SENSING_TIME`` of ``GRANULE/*/MTD_TL.xml``; without that
+document, the datatake sensing start ``PRODUCT_START_TIME`` (else the name's time),
+which can be up to a few minutes earlier.
 
 The mask comes from the scene classification ``SCL`` (20 m, 60 m) with
 :data:`SCL_CLASSES`:
@@ -37,13 +45,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from defusedxml import ElementTree
 from rasterio.windows import Window
 
 from decloud.constants import S2_ALL_BANDS, MaskClass
-from decloud.errors import ProductFormatError
+from decloud.errors import MetadataError, ProductFormatError
 from decloud.grid import Grid, RasterPool
 from decloud.products._files import ProductFiles, product_files
+from decloud.products._metadata import (
+    XmlDocument,
+    band_offsets,
+    baseline_has_offsets,
+    parse_baseline,
+    require_offsets,
+)
 from decloud.products.base import (
     BandFile,
     MaskFile,
@@ -68,8 +82,6 @@ _NAME = re.compile(
     r"_R(?P<orbit>\d{3})_(?P<tile>T\d{2}[A-Z]{3})_(?P<generated>\d{8}T\d{6})$"
 )
 _IMAGE = re.compile(r"IMG_DATA/R(?P<res>\d{2})m/[^/]*_(?P<band>B\d[\dA]|SCL)_(?P=res)m\.jp2$")
-# physicalBand names in the metadata against band_id 0..12.
-_PHYSICAL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
 
 
 @register
@@ -80,10 +92,13 @@ class SafeProduct(S2Product):
     Attributes:
         processing_baseline: e.g. ``04.00``.
         scl_classes: SCL values of each mask class.
+        missing_files: Images the metadata declares (``IMAGE_FILE``) that the product
+            lacks; :func:`decloud.products.checks.check_files` reports them.
     """
 
     kind: ClassVar[str] = "safe"
     processing_baseline: str = ""
+    missing_files: list[str] = field(default_factory=list)
     scl_classes: Mapping[MaskClass, Sequence[int]] = field(
         default_factory=lambda: dict(SCL_CLASSES)
     )
@@ -107,6 +122,8 @@ class SafeProduct(S2Product):
                 field="MTD_MSIL2A.xml",
             )
         meta = _read_metadata(files, path)
+        baseline = meta["baseline"] or f"{match['baseline'][:2]}.{match['baseline'][2:]}"
+        has_offsets = baseline_has_offsets(parse_baseline(baseline, meta["where"]))
         bands: dict[str, BandFile] = {}
         masks: dict[str, MaskFile] = {}
         for name in files.names():
@@ -128,13 +145,15 @@ class SafeProduct(S2Product):
             )
         if not bands:
             raise ProductFormatError("no band image under GRANULE/*/IMG_DATA/R*m", path=path)
-        baseline = meta["baseline"] or f"{match['baseline'][:2]}.{match['baseline'][2:]}"
+        if has_offsets:
+            # Offset 0 for a band of a PB >= 04.00 product would be silently wrong data.
+            require_offsets(meta["offsets"], bands, meta["where"], "BOA_ADD_OFFSET", baseline)
         return cls(
             path=path, platform=match["platform"], tile=match["tile"],
-            acquired=meta["start"] or datetime.strptime(match["sensing"], "%Y%m%dT%H%M%S")
-            .replace(tzinfo=UTC),
+            acquired=acquisition_time(files, path, meta["start"], match["sensing"]),
             bands=bands, masks=masks, relative_orbit=int(match["orbit"]),
             pass_direction=meta["direction"], processing_baseline=baseline,
+            missing_files=declared_missing(meta["images"], files),
         )
 
     def _mask_name(self) -> str | None:
@@ -155,52 +174,72 @@ def _stem(path: Path) -> str:
 
 
 def _read_metadata(files: ProductFiles, path: Path) -> dict[str, Any]:
-    """Quantification, BOA offsets, nodata, start time and pass from MTD_MSIL2A.xml."""
-    where = f"{path}/MTD_MSIL2A.xml"
-    try:
-        root = ElementTree.fromstring(files.read_bytes("MTD_MSIL2A.xml"))
-    except ElementTree.ParseError as err:
-        raise ProductFormatError(f"metadata is not valid XML ({err})", path=where) from err
+    """Quantification, BOA offsets, nodata, times and pass from MTD_MSIL2A.xml, checked.
 
-    def text(tag: str) -> str | None:
-        node = next(root.iter(tag), None)
-        return node.text.strip() if node is not None and node.text else None
-
-    quantification = text("BOA_QUANTIFICATION_VALUE")
-    if quantification is None:
-        raise ProductFormatError("BOA_QUANTIFICATION_VALUE is missing", path=where,
-                                 field="BOA_QUANTIFICATION_VALUE")
-    physical = {
-        node.get("bandId"): node.get("physicalBand")
-        for node in root.iter("Spectral_Information")
-    }
-    offsets: dict[str, float] = {}
-    for node in root.iter("BOA_ADD_OFFSET"):
-        band_id = node.get("band_id", "")
-        band = physical.get(band_id) or (
-            _PHYSICAL[int(band_id)] if band_id.isdigit() and int(band_id) < 13 else None)
-        if band is None or node.text is None:
-            raise ProductFormatError(f"BOA_ADD_OFFSET for unknown band_id {band_id!r}",
-                                     path=where, field="BOA_ADD_OFFSET")
-        canonical = f"B{int(band[1:]):02d}" if band[1:].isdigit() else band
-        offsets[canonical] = float(node.text)
-    nodata = 0.0
-    for node in root.iter("Special_Values"):
-        if (text_of(node, "SPECIAL_VALUE_TEXT") or "").upper() == "NODATA":
-            nodata = float(text_of(node, "SPECIAL_VALUE_INDEX") or 0)
-    start = text("PRODUCT_START_TIME")
-    direction = (text("SENSING_ORBIT_DIRECTION") or "").upper()
+    Raises:
+        MetadataError: Naming ``MTD_MSIL2A.xml`` and the element: not XML, a missing,
+            non-numeric or zero ``BOA_QUANTIFICATION_VALUE``, a non-numeric offset or
+            nodata value, an unparseable ``PRODUCT_START_TIME``.
+    """
+    doc = XmlDocument(files.read_bytes("MTD_MSIL2A.xml"), f"{path}/MTD_MSIL2A.xml")
+    direction = (doc.text("SENSING_ORBIT_DIRECTION") or "").upper()
     return {
-        "quantification": float(quantification),
-        "offsets": offsets,
-        "nodata": nodata,
-        "baseline": text("PROCESSING_BASELINE"),
-        "start": datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None,
+        "where": doc.where,
+        "quantification": doc.number("BOA_QUANTIFICATION_VALUE", nonzero=True),
+        "offsets": band_offsets(doc, "BOA_ADD_OFFSET"),
+        "nodata": doc.nodata(),
+        "baseline": doc.text("PROCESSING_BASELINE"),
+        "start": doc.time("PRODUCT_START_TIME"),
         "direction": {"ASCENDING": "ASC", "DESCENDING": "DES"}.get(direction),
+        "images": declared_images(doc),
     }
 
 
-def text_of(node: Any, tag: str) -> str | None:
-    """Text of the first child ``tag`` of ``node``."""
-    child = node.find(tag)
-    return child.text.strip() if child is not None and child.text else None
+def declared_images(doc: XmlDocument) -> list[str]:
+    """The image files a SAFE metadata document declares (``IMAGE_FILE``, with ``.jp2``)."""
+    return [f"{node.text.strip()}.jp2" for node in doc.nodes("IMAGE_FILE")
+            if node.text and node.text.strip()]
+
+
+def declared_missing(images: list[str], files: ProductFiles) -> list[str]:
+    """Declared image files that the product does not hold."""
+    present = set(files.names())
+    return [name for name in images if name not in present]
+
+
+def tile_sensing_time(files: ProductFiles, path: Path) -> datetime | None:
+    """``SENSING_TIME`` of the granule's ``MTD_TL.xml`` (the tile's sensing time), if present.
+
+    Raises:
+        MetadataError: The document is not XML or the time is not a date-time.
+    """
+    found = [n for n in files.names() if n.startswith("GRANULE/") and n.endswith("/MTD_TL.xml")]
+    if not found:
+        return None
+    doc = XmlDocument(files.read_bytes(found[0]), f"{path}/{found[0]}")
+    return doc.time("SENSING_TIME")
+
+
+def acquisition_time(files: ProductFiles, path: Path, start: datetime | None,
+                     name_time: str) -> datetime:
+    """The acquisition time of a SAFE product, by decloud's one definition.
+
+    The sensing time of the tile: ``SENSING_TIME`` of ``GRANULE/*/MTD_TL.xml``, which is
+    what THEIA names its products after. Without that document, the datatake sensing
+    start (``PRODUCT_START_TIME``, else the time in the product name), which can be up
+    to a few minutes earlier.
+
+    Raises:
+        MetadataError: A time is not a date-time.
+    """
+    tile_time = tile_sensing_time(files, path)
+    if tile_time is not None:
+        return tile_time
+    if start is not None:
+        return start
+    try:
+        return datetime.strptime(name_time, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError as err:
+        raise MetadataError(f"{name_time!r} in the name is not a date-time", path=path,
+                            field="sensing time") from err
+

@@ -23,6 +23,11 @@ Name: ``SENTINEL2B_20180619-103559-594_L2A_T31TEJ_D_V1-8``. Bands are int16 GeoT
 
 Which bits make clouds, cirrus and shadows is :data:`THEIA_CLM_BITS`, selectable per
 product with ``clm_bits``.
+
+Acquisition time: the time in the name (``ACQUISITION_DATE`` of ``*_MTD_ALL.xml``), which
+is the sensing time of the tile: the definition SAFE products follow too (their
+``GRANULE/*/MTD_TL.xml`` ``SENSING_TIME``, see :mod:`decloud.products.safe`). A metadata
+document that is not valid XML is a :class:`~decloud.errors.MetadataError`.
 """
 
 from __future__ import annotations
@@ -35,13 +40,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from defusedxml import ElementTree
 from rasterio.windows import Window
 
 from decloud.constants import S2_NATIVE_RESOLUTION, S2_NODATA, S2_SCALE, MaskClass
-from decloud.errors import ProductFormatError
+from decloud.errors import MissingBandError, ProductFormatError
 from decloud.grid import Grid, RasterPool
 from decloud.products._files import product_files
+from decloud.products._metadata import XmlDocument
 from decloud.products.base import (
     BandFile,
     MaskFile,
@@ -80,6 +85,9 @@ class TheiaProduct(S2Product):
     Attributes:
         reflectance: ``FRE`` (flat reflectance, default) or ``SRE``.
         clm_bits: CLM bits of each mask class.
+        missing_files: Rasters of the reflectance and masks used that ``MTD_ALL.xml``
+            lists and the product lacks (reported by
+            :func:`decloud.products.checks.check_files`).
     """
 
     kind: ClassVar[str] = "theia"
@@ -87,6 +95,7 @@ class TheiaProduct(S2Product):
     clm_bits: Mapping[MaskClass, Sequence[int]] = field(
         default_factory=lambda: dict(THEIA_CLM_BITS)
     )
+    missing_files: list[str] = field(default_factory=list)
 
     @classmethod
     def matches(cls, path: Path) -> bool:  # noqa: D102
@@ -132,12 +141,24 @@ class TheiaProduct(S2Product):
             if found:
                 masks[mask_name] = MaskFile(mask_name, files.gdal_path(found[0]),
                                             10.0 if mask_name.endswith("R1") else 20.0)
-        acquired = datetime.strptime(match["date"] + match["time"], "%Y%m%d%H%M%S").replace(
-            microsecond=int(match["ms"]) * 1000, tzinfo=UTC)
-        orbit = _relative_orbit(files.read_bytes(m) for m in files.find("_MTD_ALL.xml")[:1])
+        try:
+            acquired = datetime.strptime(match["date"] + match["time"], "%Y%m%d%H%M%S").replace(
+                microsecond=int(match["ms"]) * 1000, tzinfo=UTC)
+        except ValueError as err:
+            raise ProductFormatError(f"{match['date']}-{match['time']} in the name is not a "
+                                     "date-time", path=path, field="acquisition time") from err
+        docs = [XmlDocument(files.read_bytes(m), f"{path}/{m}")
+                for m in files.find("_MTD_ALL.xml")[:1]]
+        orbit = _relative_orbit(docs)
+        # Files the metadata lists (Image_List, Mask_List) of the reflectance and masks used.
+        used = (f"_{reflectance}_", "_CLM_", "_EDG_")
+        present = set(files.names())
+        missing = [name for doc in docs for name in _declared_files(doc)
+                   if any(u in name for u in used) and name not in present]
         return cls(
             path=path, platform="S2" + match["platform"][-1], tile=match["tile"],
             acquired=acquired, bands=bands, masks=masks, relative_orbit=orbit,
+            missing_files=missing,
             reflectance=reflectance,
         )
 
@@ -154,7 +175,8 @@ class TheiaProduct(S2Product):
     def _product_mask(self, grid: Grid, window: Window | None,
                       pool: RasterPool | None) -> np.ndarray:
         clm = self._pick("CLM", grid)
-        assert clm is not None
+        if clm is None:  # mask() only asks when _mask_name() found a CLM
+            raise MissingBandError("the product has no CLM mask", path=self.path, field="CLM")
         layer = classes_from_bits(read_mask(clm, grid, window, pool, fill=0), self.clm_bits)
         edg = self._pick("EDG", grid)
         if edg is not None:
@@ -166,15 +188,17 @@ def _stem(path: Path) -> str:
     return path.name[: -len(".zip")] if path.name.lower().endswith(".zip") else path.name
 
 
-def _relative_orbit(documents: Iterable[bytes]) -> int | None:
+def _relative_orbit(documents: Iterable[XmlDocument]) -> int | None:
     """Relative orbit from the MTD_ALL.xml document, when present."""
-    for raw in documents:
-        try:
-            root = ElementTree.fromstring(raw)
-        except ElementTree.ParseError:
-            return None
-        for node in root.iter("ORBIT_NUMBER"):
+    for doc in documents:
+        for node in doc.nodes("ORBIT_NUMBER"):
             value = (node.text or "").strip()
             if node.get("type", "").lower() == "relative" and value.isdigit():
                 return int(value)
     return None
+
+
+def _declared_files(doc: XmlDocument) -> list[str]:
+    """Rasters MTD_ALL.xml lists (``IMAGE_FILE``, ``MASK_FILE``), relative to the product."""
+    return [node.text.strip() for tag in ("IMAGE_FILE", "MASK_FILE") for node in doc.nodes(tag)
+            if node.text and node.text.strip().lower().endswith(".tif")]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from decloud import __version__
 from decloud.cli.main import cli
-from tests.conftest import ARCHIVE, THEIA, leftovers
+from tests.conftest import ARCHIVE, THEIA, file_identity, leftovers
 
 STACK_ARGS = ["stack", "--tile", "T33TVM", "--date", "2015-09-09"]
 
@@ -117,10 +117,10 @@ def test_dem_not_covering_tile(archive_copy: Path, tmp_path: Path) -> None:
 def test_existing_output_is_not_overwritten(tmp_path: Path) -> None:
     args = [*STACK_ARGS, "--archive", str(ARCHIVE), "--out", str(tmp_path)]
     assert run(*args)[0] == 0
-    before = {p: p.stat().st_mtime_ns for p in leftovers(tmp_path)}
+    before = {p: file_identity(p) for p in leftovers(tmp_path)}
     code, out = run(*args)
     assert code == 1 and "exists already" in out
-    assert {p: p.stat().st_mtime_ns for p in leftovers(tmp_path)} == before
+    assert {p: file_identity(p) for p in leftovers(tmp_path)} == before
 
 
 def test_usage_errors(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from decloud.archive import Archive
-from decloud.datasets import DatasetPlan, plan_dataset, write_dataset
+from decloud.datasets import DatasetPlan, PlanOptions, WriteOptions, plan_dataset, write_dataset
 from decloud.index.catalog import Catalog
 from decloud.layouts import Layout, load_layout
 from tests.conftest import ARCHIVE
@@ -37,9 +37,9 @@ acquisitions:
 """
 
 #: T31UFS has only B04, B08 (10 m) and B11 (20 m).
-BANDS: dict[str, Any] = {"bands10": ["B04", "B08"], "bands20": ["B11"]}
+BANDS: dict[str, Any] = {"bands10": ("B04", "B08"), "bands20": ("B11",)}
 #: The writer settings of the reference dataset.
-WRITE: dict[str, Any] = {"patch_size": 32, "shard_size": 3, "progress": False, **BANDS}
+WRITE = WriteOptions(patch_size=32, shard_size=3, progress=False, **BANDS)
 TILE = "T31UFS"
 N = 8
 SEED = 7
@@ -68,11 +68,11 @@ def layout(layout_file: Path) -> Layout:
 
 @pytest.fixture(scope="session")
 def plan(catalog: Catalog, layout: Layout) -> DatasetPlan:
-    return plan_dataset(catalog, layout, [TILE], N, seed=SEED)
+    return plan_dataset(catalog, layout, PlanOptions(N, (TILE,), seed=SEED))
 
 
 @pytest.fixture(scope="session")
 def reference(catalog: Catalog, plan: DatasetPlan,
               tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset written in one go, in this process (do not modify it)."""
-    return write_dataset(catalog, plan, tmp_path_factory.mktemp("ref") / "ds", **WRITE)
+    return write_dataset(catalog, plan, tmp_path_factory.mktemp("ref") / "ds", WRITE)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from rasterio.warp import transform_bounds
 
-from decloud.datasets import DatasetPlan, plan_dataset
+from decloud.datasets import DatasetPlan, PlanOptions, plan_dataset
 from decloud.datasets.plan import allocate, derive_seed
 from decloud.errors import DatasetError
 from decloud.index.catalog import Catalog
@@ -21,10 +21,10 @@ from tests.datasets.conftest import SEED, TILE, N
 
 def test_same_seed_same_plan_other_seed_differs(catalog: Catalog, layout: Layout,
                                                 plan: DatasetPlan) -> None:
-    again = plan_dataset(catalog, layout, [TILE], N, seed=SEED)
+    again = plan_dataset(catalog, layout, PlanOptions(N, (TILE,), seed=SEED))
     assert again.to_dict() == plan.to_dict()
     assert again.fingerprint() == plan.fingerprint()
-    other = plan_dataset(catalog, layout, [TILE], N, seed=SEED + 1)
+    other = plan_dataset(catalog, layout, PlanOptions(N, (TILE,), seed=SEED + 1))
     assert other.fingerprint() != plan.fingerprint()
     assert [(s.row, s.col, s.s2, s.s1) for s in other.samples] != \
         [(s.row, s.col, s.s2, s.s1) for s in plan.samples]
@@ -64,8 +64,8 @@ def test_json_round_trip(plan: DatasetPlan, tmp_path: Path) -> None:
 
 def test_block_splits(catalog: Catalog, layout: Layout) -> None:
     splits = {"train": 0.5, "val": 0.5}
-    plan = plan_dataset(catalog, layout, [TILE], 6, seed=3, splits=splits, split_block=1,
-                        split_buffer=0)
+    plan = plan_dataset(catalog, layout, PlanOptions(6, (TILE,), seed=3, splits=splits,
+                                                     split_block=1, split_buffer=0))
     split_map, names = block_splits(TileStack.load(catalog, TILE).patches.shape, splits,
                                     block=1, buffer=0, seed=3)
     assert plan.split_names == names == ["train", "val"]
@@ -76,23 +76,24 @@ def test_block_splits(catalog: Catalog, layout: Layout) -> None:
 
 
 def test_constant_sampler_spreads_positions(catalog: Catalog, layout: Layout) -> None:
-    plan = plan_dataset(catalog, layout, [TILE], 3, sampler="constant", seed=1)
+    plan = plan_dataset(catalog, layout, PlanOptions(3, (TILE,), sampler="constant", seed=1))
     positions = [(s.row, s.col) for s in plan.samples]
     # Two positions have tuples: the last, partial row of patches is mostly nodata.
     assert len(positions) == len(set(positions)) == 2
-    seasonal = plan_dataset(catalog, layout, [TILE], 4, sampler="seasonal", seed=1)
+    seasonal = plan_dataset(catalog, layout, PlanOptions(4, (TILE,), sampler="seasonal", seed=1))
     assert len(seasonal) == 4 and seasonal.sampler == "seasonal"
 
 
 def test_bad_arguments(catalog: Catalog, layout: Layout) -> None:
     with pytest.raises(DatasetError, match="sampler"):
-        plan_dataset(catalog, layout, [TILE], 4, sampler="nope")
+        plan_dataset(catalog, layout, PlanOptions(4, (TILE,), sampler="nope"))
     with pytest.raises(DatasetError, match="not both"):
-        plan_dataset(catalog, layout, [TILE], 4, splits={"a": 1.0}, rois={"b": Path("x")})
+        plan_dataset(catalog, layout,
+                     PlanOptions(4, (TILE,), splits={"a": 1.0}, rois={"b": Path("x")}))
     with pytest.raises(DatasetError, match="positive"):
-        plan_dataset(catalog, layout, [TILE], 0)
+        plan_dataset(catalog, layout, PlanOptions(0, (TILE,)))
     with pytest.raises(DatasetError, match="no tuple"):
-        plan_dataset(catalog, layout, ["T33TVM"], 4)  # no S1 there
+        plan_dataset(catalog, layout, PlanOptions(4, ("T33TVM",)))  # no S1 there
 
 
 def test_allocate_and_seeds() -> None:
@@ -118,6 +119,6 @@ def test_roi_splits(catalog: Catalog, layout: Layout, tmp_path: Path) -> None:
             "type": "Feature", "properties": {},
             "geometry": {"type": "Polygon",
                          "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}}]}))
-    plan = plan_dataset(catalog, layout, [TILE], 5, seed=0, rois=rois)
+    plan = plan_dataset(catalog, layout, PlanOptions(5, (TILE,), seed=0, rois=rois))
     assert plan.counts() == {"everywhere": 5, "elsewhere": 0}
     assert plan.split_config["kind"] == "rois"

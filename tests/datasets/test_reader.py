@@ -14,7 +14,7 @@ from matplotlib import image as mpimg
 
 from decloud.constants import S2_NODATA
 from decloud.datasets import TrainingDataset, augment_sample, preview, reader
-from decloud.errors import DatasetError
+from decloud.errors import DatasetError, OutputExistsError
 from tests.datasets.conftest import N
 
 
@@ -110,6 +110,6 @@ def test_preview_writes_a_png(reference: Path, tmp_path: Path) -> None:
     out = preview(reference, tmp_path / "p.png", n=3)
     image = mpimg.imread(out)
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > image.shape[0]
-    with pytest.raises(Exception, match="exists already"):
+    with pytest.raises(OutputExistsError, match="exists already"):
         preview(reference, out, n=3)
     assert preview(TrainingDataset(reference), out, n=1, overwrite=True) == out

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from rasterio.windows import Window
 
-from decloud.constants import DEM_NODATA, S1_POLARISATIONS, S2_BANDS
-from decloud.datasets import DatasetPlan, TrainingDataset, plan_dataset, write_dataset
+import decloud.datasets.writer as writer
+from decloud.constants import DEM_NODATA, S1_POLARISATIONS, S2_BANDS, MaskClass
+from decloud.datasets import (
+    DatasetPlan,
+    PlanOptions,
+    TrainingDataset,
+    WriteOptions,
+    plan_dataset,
+    write_dataset,
+)
 from decloud.errors import DatasetError
 from decloud.index.catalog import Catalog
+from decloud.keys import encode_s2
 from decloud.layouts import Layout, load_layout
 from decloud.products import Dem, S1Product, S2Product
 from decloud.s1 import encode_prepared
-from decloud.stack import encode_s2
-from tests.conftest import DEM
+from tests.conftest import DEM, file_identity
 from tests.datasets.conftest import BANDS, SEED, TILE, WRITE, N
 
 
@@ -72,12 +79,18 @@ def test_values_equal_direct_reads(reference: Path, catalog: Catalog) -> None:
             record = catalog.records(ids=[meta["acquisitions"][acq]["s2"]["id"]])[0]
             s2 = record.open()
             assert isinstance(s2, S2Product)
-            expected = encode_s2(s2.read(BANDS["bands10"], grid, window))
-            np.testing.assert_array_equal(sample[f"s2_{acq}"], np.moveaxis(expected, 0, -1))
-            expected = encode_s2(s2.read(BANDS["bands20"], grid.at_resolution(20), window20))
-            np.testing.assert_array_equal(sample[f"s2_20m_{acq}"], np.moveaxis(expected, 0, -1))
-            np.testing.assert_array_equal(sample[f"s2_mask_{acq}"][..., 0],
-                                          s2.mask(grid, window))
+            bands10 = s2.read(BANDS["bands10"], grid, window)
+            np.testing.assert_array_equal(sample[f"s2_{acq}"],
+                                          np.moveaxis(encode_s2(bands10), 0, -1))
+            bands20 = s2.read(BANDS["bands20"], grid.at_resolution(20), window20)
+            np.testing.assert_array_equal(sample[f"s2_20m_{acq}"],
+                                          np.moveaxis(encode_s2(bands20), 0, -1))
+            # Nodata where the product mask or any band read (10 m or 20 m) says so.
+            mask = s2.mask(grid, window)
+            mask[np.isnan(bands10).any(axis=0)] = MaskClass.NODATA
+            mask[np.isnan(bands20).any(axis=0).repeat(2, axis=0).repeat(2, axis=1)] = \
+                MaskClass.NODATA
+            np.testing.assert_array_equal(sample[f"s2_mask_{acq}"][..., 0], mask)
         record = catalog.records(ids=[meta["acquisitions"]["t"]["s1"]["id"]])[0]
         s1 = record.open()
         assert isinstance(s1, S1Product)
@@ -87,30 +100,37 @@ def test_values_equal_direct_reads(reference: Path, catalog: Catalog) -> None:
 
 
 def test_resume_after_a_crash_gives_the_same_bytes(catalog: Catalog, plan: DatasetPlan,
-                                                   reference: Path, tmp_path: Path) -> None:
+                                                   reference: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "ds"
-    with pytest.raises(DatasetError, match="simulated crash"):
-        write_dataset(catalog, plan, out, **WRITE, _fail_after=1)
+
+    def crash(written: int) -> None:
+        raise DatasetError(f"simulated crash after {written} shard(s)")
+
+    # The test hook is a module attribute: write_dataset's signature has no test argument.
+    monkeypatch.setattr(writer, "_after_shard", crash)
+    with pytest.raises(DatasetError, match="simulated crash after 1 shard"):
+        write_dataset(catalog, plan, out, WRITE)
+    monkeypatch.setattr(writer, "_after_shard", None)
     assert not (out / "manifest.json").exists()
     assert len(shard_files(out)) == 1
     with pytest.raises(DatasetError, match="interrupted"):
         TrainingDataset(out)
     first = out / "shards" / "train-00000.npz"
-    kept = first.stat().st_mtime_ns
-    time.sleep(0.01)
-    write_dataset(catalog, plan, out, **WRITE)
-    assert first.stat().st_mtime_ns == kept  # a complete shard is kept, not rewritten
+    kept = file_identity(first)
+    write_dataset(catalog, plan, out, WRITE)
+    assert file_identity(first) == kept  # a complete shard is kept, not rewritten
     assert shard_files(out) == shard_files(reference)
     # A lost shard (and manifest) is written again, the others are kept.
     (out / "shards" / "train-00001.npz").unlink()
     (out / "manifest.json").unlink()
-    write_dataset(catalog, plan, out, **WRITE)
+    write_dataset(catalog, plan, out, WRITE)
     assert shard_files(out) == shard_files(reference)
-    assert first.stat().st_mtime_ns == kept
+    assert file_identity(first) == kept
     # A truncated shard is not complete: it is written again.
     (out / "shards" / "train-00002.npz").write_bytes(b"PK\x03\x04broken")
     (out / "manifest.json").unlink()
-    write_dataset(catalog, plan, out, **WRITE)
+    write_dataset(catalog, plan, out, WRITE)
     assert shard_files(out) == shard_files(reference)
     assert len(TrainingDataset(out)) == N
 
@@ -119,38 +139,40 @@ def test_another_plan_is_refused_unless_overwrite(catalog: Catalog, layout: Layo
                                                   reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "ds"
     shutil.copytree(reference, out)
-    other = plan_dataset(catalog, layout, [TILE], N, seed=SEED + 1)
+    other = plan_dataset(catalog, layout, PlanOptions(N, (TILE,), seed=SEED + 1))
     before = shard_files(out)
     with pytest.raises(DatasetError, match="its plan"):
-        write_dataset(catalog, other, out, **WRITE)
+        write_dataset(catalog, other, out, WRITE)
     with pytest.raises(DatasetError, match="writer settings"):
         write_dataset(catalog, DatasetPlan.load(out / "plan.json"), out,
-                      **{**WRITE, "shard_size": 4})
+                      replace(WRITE, shard_size=4))
     assert shard_files(out) == before
-    write_dataset(catalog, other, out, **WRITE, overwrite=True)
+    write_dataset(catalog, other, out, replace(WRITE, overwrite=True))
     assert DatasetPlan.load(out / "plan.json").seed == SEED + 1
     assert shard_files(out) != before
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(DatasetError, match="not empty"):
-        write_dataset(catalog, other, foreign, **WRITE, overwrite=True)
+        write_dataset(catalog, other, foreign, replace(WRITE, overwrite=True))
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
 def test_errors_come_before_any_write(catalog: Catalog, plan: DatasetPlan,
                                       tmp_path: Path) -> None:
     out = tmp_path / "ds"
-    settings: dict[str, Any] = {k: v for k, v in WRITE.items() if k not in BANDS}
+    # The default bands: T31UFS has no B02.
+    settings = WriteOptions(patch_size=WRITE.patch_size, shard_size=WRITE.shard_size,
+                            progress=False)
     with pytest.raises(DatasetError, match=r"S2A_MSIL2A_2023.*has no band B02") as err:
-        write_dataset(catalog, plan, out, **settings)
+        write_dataset(catalog, plan, out, settings)
     assert err.value.field == "B02" and ".SAFE" in str(err.value.path)
     with pytest.raises(DatasetError, match="multiple of 4"):
-        write_dataset(catalog, plan, out, **{**WRITE, "patch_size": 34})
+        write_dataset(catalog, plan, out, replace(WRITE, patch_size=34))
     dem_plan = DatasetPlan.from_dict({**plan.to_dict(), "resolved_layout": {
         **plan.resolved_layout, "dem": True}})
     with pytest.raises(DatasetError, match=r"DEM.*T31UFS"):
-        write_dataset(catalog, dem_plan, out, **WRITE)
+        write_dataset(catalog, dem_plan, out, WRITE)
     assert not out.exists()
 
 
@@ -158,9 +180,10 @@ def test_dem_and_default_bands(catalog: Catalog, tmp_path: Path) -> None:
     (tmp_path / "dem.yaml").write_text(
         "name: dem-test\nacquisitions:\n  t:\n    reference: true\n    s2: {cloud: [0, 100]}\n"
         "  target:\n    window_hours: [-500, 500]\n    s2: {cloud: [0, 0]}\ndem: true\n")
-    plan = plan_dataset(catalog, load_layout(tmp_path / "dem.yaml"), ["T33TVM"], 3, seed=0)
-    out = write_dataset(catalog, plan, tmp_path / "ds", patch_size=48, shard_size=8,
-                        progress=False)
+    plan = plan_dataset(catalog, load_layout(tmp_path / "dem.yaml"),
+                        PlanOptions(3, ("T33TVM",), seed=0))
+    out = write_dataset(catalog, plan, tmp_path / "ds",
+                        WriteOptions(patch_size=48, shard_size=8, progress=False))
     data = TrainingDataset(out)
     assert data.keys[-1] == "dem" and data.manifest["tiles"]["T33TVM"]["dem"] == str(DEM)
     assert data.manifest["keys"]["s2_t"]["bands"] == list(S2_BANDS[:4])
@@ -182,7 +205,7 @@ def test_dem_and_default_bands(catalog: Catalog, tmp_path: Path) -> None:
 
 def test_two_dask_workers_write_the_same_dataset(catalog: Catalog, plan: DatasetPlan,
                                                  reference: Path, tmp_path: Path) -> None:
-    out = write_dataset(catalog, plan, tmp_path / "ds", **WRITE, workers=2)
+    out = write_dataset(catalog, plan, tmp_path / "ds", replace(WRITE, workers=2))
     assert shard_files(out) == shard_files(reference)
     with zipfile.ZipFile(out / "shards" / "train-00000.npz") as archive:
         assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
@@ -194,15 +217,15 @@ def test_a_running_scheduler_writes_the_same_dataset(catalog: Catalog, plan: Dat
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster:
-        out = write_dataset(catalog, plan, tmp_path / "ds", **WRITE,
-                            scheduler=cluster.scheduler_address)
+        out = write_dataset(catalog, plan, tmp_path / "ds",
+                            replace(WRITE, scheduler=cluster.scheduler_address))
     assert shard_files(out) == shard_files(reference)
 
 
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-from decloud.datasets import DatasetPlan, write_dataset
+from decloud.datasets import DatasetPlan, WriteOptions, write_dataset
 import decloud.datasets.writer as writer
 from decloud.index.catalog import Catalog
 
@@ -217,8 +240,8 @@ def write_then_die(job):
 writer._write_shard = write_then_die
 catalog = Catalog.open(sys.argv[1])
 write_dataset(catalog, DatasetPlan.load(Path(sys.argv[2])), Path(sys.argv[3]),
-              patch_size=32, shard_size=3, progress=False, bands10=["B04", "B08"],
-              bands20=["B11"])
+              WriteOptions(patch_size=32, shard_size=3, progress=False, bands10=("B04", "B08"),
+                           bands20=("B11",)))
 """
 
 
@@ -235,6 +258,6 @@ def test_killed_process_resumes_to_the_same_dataset(catalog: Catalog, plan: Data
                            str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not (out / "manifest.json").exists() and len(shard_files(out)) == 2
-    write_dataset(catalog, plan, out, **WRITE)
+    write_dataset(catalog, plan, out, WRITE)
     assert shard_files(out) == shard_files(reference)
     assert len(TrainingDataset(out)) == N

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import shutil
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ import pytest
 
 from decloud.archive import Archive
 from decloud.constants import MaskClass
-from decloud.errors import NoProductError
+from decloud.errors import GridError, NoProductError
 from decloud.index import Catalog, CatalogError, PatchGrid, s1_patch_stats, s2_patch_stats
 from decloud.products import open_product
 from tests.conftest import ARCHIVE, S1_VV, SAFE_PB0400, THEIA
@@ -23,7 +24,7 @@ def test_s2_stats_match_the_mask() -> None:
     patches = PatchGrid(product.grid(), 32)  # 120 px: 4 x 4 patches, the last partial
     stats = s2_patch_stats(product, patches)
     assert stats["cloud"].shape == (4, 4)
-    layer = product.mask(patches.mask_grid(), band_nodata=False)  # 60 x 60 at 20 m
+    layer = product.mask(patches.mask_grid())  # 60 x 60 at 20 m
     block = layer[:16, 16:32]
     valid = block != MaskClass.NODATA
     cloud = np.isin(block, (MaskClass.CLOUD, MaskClass.CIRRUS)) & valid
@@ -41,7 +42,7 @@ def test_theia_edge_is_nodata_and_s1_stats() -> None:
 
 
 def test_patch_size_must_fit_mask_grid() -> None:
-    with pytest.raises(Exception, match="patch size"):
+    with pytest.raises(GridError, match="patch size"):
         PatchGrid(open_product(THEIA).grid(), 33)
 
 
@@ -113,3 +114,15 @@ def test_partial_last_row_counts_outside_as_nodata() -> None:
     assert (stats["nodata"][3, :3] == 25).all() and stats["nodata"][3, 3] >= 43
     s1 = s1_patch_stats(open_product(S1_VV), PatchGrid(product.grid(), 32))["nodata"]
     assert (s1[3, :3] == 25).all()
+
+
+def test_a_product_without_tile_is_refused(tmp_path: Path) -> None:
+    product = open_product(THEIA)
+    arrays = s2_patch_stats(product, PatchGrid(product.grid(), 20))
+    with Catalog.create(tmp_path / "cat", patch_size=20) as catalog:
+        with pytest.raises(CatalogError, match="tile is unknown") as err:
+            catalog.add_stats(dataclasses.replace(product, tile=None), arrays)
+        assert err.value.field == "tile" and err.value.path == str(THEIA)
+        assert catalog.count("S2") == 0 and catalog.tiles() == []
+        catalog.add_stats(product, arrays)
+        assert catalog.count("S2") == 1 and catalog.tiles() == ["T33TVM"]

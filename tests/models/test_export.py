@@ -137,6 +137,7 @@ def test_otbtf_json(exported: tuple[Any, ModelSpec, Path, Path]) -> None:
         assert options[f"{source}.il"] == f"{key}.tif"
 
 
+@pytest.mark.slow
 def test_msop_unet_savedmodel(tmp_path: Path) -> None:
     model, spec = build(get_config("msop_unet"))
     saved = export_savedmodel(model, spec, tmp_path / "msop_unet")
@@ -177,6 +178,7 @@ def test_bad_margin_and_efield(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_disagreement_is_reported(tmp_path: Path) -> None:
     model, spec = build(small("msop_small", widths=[8, 16, 32]))
     saved = export_savedmodel(model, spec, tmp_path / "savedmodel")
@@ -211,6 +213,7 @@ def test_other_backend_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         export_savedmodel(model, spec, tmp_path / "savedmodel")
 
 
+@pytest.mark.slow
 def test_cli_exports_a_saved_model(tmp_path: Path) -> None:
     config = small("msop_small", widths=[8, 16, 32])
     model, spec = build(config)

@@ -1,5 +1,7 @@
 """Training on a tiny dataset of the sample archive: learning, resuming, artefacts, model
-cards, evaluation (gap filling included) and the ``models`` / ``train`` commands."""
+cards, evaluation (gap filling included) and the ``models`` / ``train`` commands.
+
+Fixtures (``dataset``, ``tiny``, ``tiny_file``) are in ``conftest.py``."""
 
 from __future__ import annotations
 
@@ -16,75 +18,25 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from decloud.archive import Archive
 from decloud.cli.main import cli
 from decloud.cli.models import models
 from decloud.cli.train import train as train_command
-from decloud.datasets import TrainingDataset, plan_dataset, write_dataset
-from decloud.errors import DatasetError
-from decloud.index.catalog import Catalog
-from decloud.layouts import load_layout
-from decloud.models import build, get_config, list_configs, load_config
+from decloud.datasets import TrainingDataset
+from decloud.errors import DatasetError, TrainingError
+from decloud.evaluation import evaluate_model
+from decloud.models import build, get_config, list_configs
 from decloud.models.card import card_spec, load_model
 from decloud.models.config import ModelConfig
 from decloud.models.metrics import METRIC_NAMES, evaluate
-from decloud.models.training import (
-    Batches,
-    TrainingError,
-    TrainResult,
-    evaluate_model,
-    read_history,
-    train,
-)
-from tests.conftest import ARCHIVE
+from decloud.training import Batches, TrainOptions, TrainResult, read_history, train
 
 # Keras' own get_weights() on TensorFlow variables (EarlyStopping), not decloud's.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-LAYOUT = Path(__file__).parents[2] / "pipelines" / "demo-os2-belgium.yaml"
-
-# OS2-like, tiny: S2 (B04, B08) + S1 at t-1, t, t+1, two levels, residual on t.
-TINY = """\
-name: tiny
-description: a tiny OS2-like U-Net for the tests
-network:
-  kind: unet
-  dates: [tm1, t, tp1]
-  sources: {tm1: [s2, s1], t: [s2, s1], tp1: [s2, s1]}
-  s2_bands: [B04, B08]
-  widths: [8, 16]
-  residual: t
-training: {loss: l1, learning_rate: 1.0e-3, batch_size: 6, epochs: 3, patch_size: 32}
-"""
 EPOCHS = 3
 FAST = {"progress": False, "tensorboard": False}
 
 Runner = Callable[..., tuple[int, str]]
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 samples of T31UFS (18 train, 6 valid), 32 px, B04 B08 / B11."""
-    root = tmp_path_factory.mktemp("training")
-    with Catalog.create(root / "catalog", patch_size=32) as catalog:
-        assert not catalog.add(Archive.from_root(ARCHIVE)).failed
-        plan = plan_dataset(catalog, load_layout(LAYOUT), ["T31UFS"], 24, seed=0,
-                            splits={"train": 0.75, "valid": 0.25}, split_block=1,
-                            split_buffer=0)
-        return write_dataset(catalog, plan, root / "ds", patch_size=32, shard_size=8,
-                             progress=False, bands10=["B04", "B08"], bands20=["B11"])
-
-
-@pytest.fixture(scope="module")
-def tiny_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    path.write_text(TINY)
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_file: Path) -> ModelConfig:
-    return load_config(tiny_file)
 
 
 class _Interrupt(keras.callbacks.Callback):
@@ -116,17 +68,20 @@ def run(tiny: ModelConfig, dataset: Path, tmp_path_factory: pytest.TempPathFacto
     """
     out = tmp_path_factory.mktemp("run") / "out"
     with pytest.raises(KeyboardInterrupt):
-        train(tiny, dataset, out, epochs=EPOCHS, valid_splits=["valid", "train"],
-              callbacks=[_Interrupt(at=1)], **FAST)
+        train(tiny, dataset, out,
+              TrainOptions(epochs=EPOCHS, valid_splits=["valid", "train"], **FAST),
+              callbacks=[_Interrupt(at=1)])
     assert (out / "backup" / "training_metadata.json").is_file()
     assert not (out / "model.keras").exists()
     assert [int(e) for e in read_history(out / "history.csv")["epoch"]] == [0]
     counter = _Interrupt(at=None)
-    result = train(tiny, dataset, out, epochs=EPOCHS, valid_splits=["valid", "train"],
-                   callbacks=[counter], **FAST)
+    result = train(tiny, dataset, out,
+                   TrainOptions(epochs=EPOCHS, valid_splits=["valid", "train"], **FAST),
+                   callbacks=[counter])
     return Run(out, result, counter.begun)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_logs_every_split(run: Run) -> None:
     history = run.result.history
     assert history["loss"][-1] < history["loss"][0]
@@ -140,6 +95,7 @@ def test_training_lowers_the_loss_and_logs_every_split(run: Run) -> None:
         "epoch_001.png", "epoch_002.png", "epoch_003.png"]
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_backup(run: Run, tiny: ModelConfig, dataset: Path,
                                           tmp_path: Path) -> None:
     # The resumed call ran epochs 2 and 3 only; the curve goes on where it stopped.
@@ -149,8 +105,8 @@ def test_resume_continues_from_the_backup(run: Run, tiny: ModelConfig, dataset: 
     # A finished run continues with more epochs (the schedule spans the new total).
     out = tmp_path / "more"
     shutil.copytree(run.out, out)
-    more = train(tiny, dataset, out, epochs=EPOCHS + 1, valid_splits=["valid"],
-                 previews=False, **FAST)
+    more = train(tiny, dataset, out,
+                 TrainOptions(epochs=EPOCHS + 1, valid_splits=["valid"], previews=False, **FAST))
     assert [int(e) for e in more.history["epoch"]] == [0, 1, 2, 3]
     # Without the extra split this time: its columns stay, empty for the new epoch.
     assert np.isnan(more.history["val_train_loss"][3])
@@ -160,9 +116,10 @@ def test_resume_continues_from_the_backup(run: Run, tiny: ModelConfig, dataset: 
     other = tiny.model_copy(deep=True)
     other.network.widths = [4, 8]  # type: ignore[union-attr]
     with pytest.raises(TrainingError, match="another network"):
-        train(other, dataset, out, epochs=5, **FAST)
+        train(other, dataset, out, TrainOptions(epochs=5, **FAST))
 
 
+@pytest.mark.slow
 def test_model_and_card_load_back(run: Run, dataset: Path) -> None:
     assert run.result.model_path == run.out / "model.keras"
     model, card = load_model(run.out / "model.keras")
@@ -206,20 +163,20 @@ def test_gapfill_is_evaluated_not_trained(dataset: Path, tmp_path: Path) -> None
                         cloud=whole["s2_mask_t"])
     assert metrics == pytest.approx(expected, rel=1e-6, abs=1e-9)
     with pytest.raises(TrainingError, match="no weights"):
-        train(config, dataset, tmp_path / "gapfill", **FAST)
+        train(config, dataset, tmp_path / "gapfill", TrainOptions(**FAST))
 
 
 def test_dataset_must_fit_the_model(tiny: ModelConfig, dataset: Path, tmp_path: Path) -> None:
     bands = tiny.model_copy(deep=True)
     bands.network.s2_bands = ["B02", "B04"]  # type: ignore[union-attr]
     with pytest.raises(DatasetError, match=r"s2_tm1.*\['B04', 'B08'\].*\['B02', 'B04'\]"):
-        train(bands, dataset, tmp_path / "a", **FAST)
+        train(bands, dataset, tmp_path / "a", TrainOptions(**FAST))
     deep = tiny.model_copy(deep=True)
     deep.network.widths = [2] * 7  # type: ignore[union-attr]
     with pytest.raises(DatasetError, match="not a multiple of 64"):
-        train(deep, dataset, tmp_path / "b", **FAST)
+        train(deep, dataset, tmp_path / "b", TrainOptions(**FAST))
     with pytest.raises(DatasetError, match="no validation split 'test'"):
-        train(tiny, dataset, tmp_path / "c", valid_splits=["test"], **FAST)
+        train(tiny, dataset, tmp_path / "c", TrainOptions(valid_splits=["test"], **FAST))
     assert not any(tmp_path.iterdir())  # checked before anything is written
 
 
@@ -236,6 +193,7 @@ def invoke(monkeypatch: pytest.MonkeyPatch) -> Runner:
     return call
 
 
+@pytest.mark.slow
 def test_models_list_and_show(invoke: Runner) -> None:
     code, text = invoke("models", "list")
     assert code == 0, text
@@ -252,6 +210,7 @@ def test_models_list_and_show(invoke: Runner) -> None:
     assert code == 1 and "unknown model 'nope'" in text
 
 
+@pytest.mark.slow
 def test_train_command_end_to_end(invoke: Runner, run: Run, tiny_file: Path, dataset: Path,
                                   tmp_path: Path) -> None:
     out = tmp_path / "cli"

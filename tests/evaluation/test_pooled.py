@@ -1,0 +1,59 @@
+"""Pooled metrics: batch by batch equals one evaluation of everything at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from decloud.constants import S2_NODATA, MaskClass
+from decloud.evaluation import PooledMetrics, cloud_at
+from decloud.models.metrics import METRIC_NAMES, evaluate
+
+
+def _images(rng: np.random.Generator, n: int, size: int, channels: int = 3
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Targets with nodata holes, noisy predictions, binary cloud masks."""
+    target = rng.integers(0, 6000, (n, size, size, channels)).astype(np.float32)
+    hole = rng.random((n, size, size)) < 0.002
+    hole[0, :4, :] = True  # a nodata strip wider than nothing
+    target[hole] = S2_NODATA
+    prediction = (target + rng.normal(0, 300, target.shape)).astype(np.float32)
+    cloud = (rng.random((n, size, size)) < 0.3).astype(np.uint8)
+    cloud[1] = 0  # an image without clouds: its masked region is empty
+    return target, prediction, cloud
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 7])
+def test_pooled_batches_equal_one_evaluation(batch: int) -> None:
+    rng = np.random.default_rng(batch)
+    target, prediction, cloud = _images(rng, 7, 24)
+    pooled = PooledMetrics()
+    for start in range(0, len(target), batch):
+        part = slice(start, start + batch)
+        pooled.add(target[part], prediction[part], cloud[part])
+    whole = evaluate(target, prediction, cloud=cloud)
+    result = pooled.result()
+    assert list(result) == list(METRIC_NAMES)
+    assert result == pytest.approx(whole, rel=1e-9, abs=1e-12)
+    assert whole["mae_masked"] > 0 and whole["ssim"] > 0  # not a vacuous comparison
+
+
+def test_pooled_without_clouds_and_empty() -> None:
+    rng = np.random.default_rng(0)
+    target, prediction, _ = _images(rng, 4, 16)
+    pooled = PooledMetrics()
+    pooled.add(target[:2], prediction[:2], None)
+    pooled.add(target[2:], prediction[2:], None)
+    assert pooled.result() == pytest.approx(evaluate(target, prediction), rel=1e-9, abs=1e-12)
+    assert PooledMetrics().result() == dict.fromkeys(METRIC_NAMES, 0.0)
+
+
+def test_cloud_at_counts_cloud_classes_and_pools_to_20m() -> None:
+    mask = np.full((1, 4, 4, 1), int(MaskClass.CLEAR), np.uint8)
+    mask[0, 0, 0, 0] = MaskClass.CIRRUS
+    mask[0, 3, 2, 0] = MaskClass.SHADOW
+    mask[0, 1, 3, 0] = MaskClass.NODATA
+    full = cloud_at(mask, (1, 4, 4, 3))
+    assert full.dtype == np.uint8 and full.sum() == 2 and full[0, 0, 0] and full[0, 3, 2]
+    # 20 m: a pixel is cloud if any of its four 10 m pixels is.
+    np.testing.assert_array_equal(cloud_at(mask, (1, 2, 2, 6))[0], [[1, 0], [0, 1]])
