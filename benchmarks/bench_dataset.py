@@ -1,7 +1,7 @@
 """Benchmark: write a training dataset (256 x 256 patches, OS2 layout) from COG inputs.
 
 Goal (from the issue): samples per second on 1 and 2 workers, and an overhead over the
-raw window reads of the same samples of at most 1.5x.
+raw window reads of the same samples of at most 1.3x (issue 7; 1.5x before).
 
 The archive is **synthetic**, built once into a cache folder by mirror-tiling real data
 (every other copy flipped, so seams are continuous) onto one 25.6 km x 25.6 km cut of
@@ -149,7 +149,7 @@ OTHER_BENCHMARKS = ("bench_read_tile", "bench_stats", "bench_index", "bench_data
 PATCH_SIZE = 256
 SHARD_SIZE = 16
 CATALOG_PATCH = 64
-GOAL_RATIO = 1.5
+GOAL_RATIO = 1.3
 #: Tries of a timed run when another benchmark starts during it, or other processes
 #: use more than DISTURBED_CORES meanwhile.
 MAX_ATTEMPTS = 5
@@ -1153,6 +1153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait", type=float, default=3 * 3600,
                         help="longest wait for other benchmarks per timed section, s "
                              "(default 10800)")
+    parser.add_argument("--attempts", type=int, default=MAX_ATTEMPTS,
+                        help="tries of a disturbed timed run before it is kept (default "
+                             f"{MAX_ATTEMPTS}; 1 on a machine that is never idle)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR,
                         help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
@@ -1187,7 +1190,8 @@ def main(argv: list[str] | None = None) -> int:
         # The cache size is process-wide: what indexing (gdal_env in threads) left behind.
         cache_bytes["process_after_indexing"] = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
         layout = bench_layout()
-        plan = plan_dataset(catalog, layout, PlanOptions(args.samples, seed=0))
+        plan = plan_dataset(catalog, layout, PlanOptions(args.samples, seed=0,
+                                                          patch_size=PATCH_SIZE))
         tuples = tuple_count(catalog, layout, 0)
         log(f"plan: {len(plan)} samples out of {tuples:,} tuples")
         groups = raw_groups(catalog, plan, plan.layout_model())
@@ -1238,7 +1242,7 @@ def main(argv: list[str] | None = None) -> int:
                 order.reverse()
             for name in order:
                 section = f"run {i + 1}/{args.repeat} {name}"
-                for attempt in range(1, MAX_ATTEMPTS + 1):
+                for attempt in range(1, args.attempts + 1):
                     quiet(section)
                     warm_files(archive)  # memory-hungry neighbours may have evicted them
                     out = work / f"ds-{name}-{i}-{attempt}"
@@ -1251,11 +1255,11 @@ def main(argv: list[str] | None = None) -> int:
                            if load is not None and load > DISTURBED_CORES else None)
                     if why is None:
                         break
-                    if attempt < MAX_ATTEMPTS:
+                    if attempt < args.attempts:
                         log(f"{section}: {why}, run ({wall:.2f} s) discarded and redone")
                         discarded.append(f"{section}: {why}")
                     else:
-                        log(f"{section}: {why}, {MAX_ATTEMPTS} times, keeping this run")
+                        log(f"{section}: {why}, {args.attempts} times, keeping this run")
                         flags.append(f"{section}: {why}")
                 other_load[name].append(None if load is None else round(load, 3))
                 runs[name].append(wall)

@@ -75,7 +75,7 @@ def dataset(work: Path, samples: int) -> Path:
         return out
     archive = build_archive(DEFAULT_CACHE)
     catalog, _ = build_catalog(work / "catalog", archive)
-    plan = plan_dataset(catalog, bench_layout(), PlanOptions(samples, seed=0))
+    plan = plan_dataset(catalog, bench_layout(), PlanOptions(samples, seed=0, patch_size=PATCH))
     write_dataset(catalog, plan, out, WriteOptions(patch_size=PATCH, shard_size=16,
                                                    progress=False))
     return out

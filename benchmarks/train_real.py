@@ -505,7 +505,7 @@ def make_dataset(catalog: Catalog, name: str, region: Region, text: str, work: P
     t0 = time.perf_counter()
     plan = plan_dataset(catalog, layout, PlanOptions(
         samples, (region.tile,), seed=SEED, splits=SPLITS, split_block=SPLIT_BLOCK,
-        split_buffer=SPLIT_BUFFER))
+        split_buffer=SPLIT_BUFFER, patch_size=PATCH))
     folder = write_dataset(catalog, plan, work / "datasets" / name, WriteOptions(
         patch_size=PATCH, shard_size=samples, progress=False, overwrite=True,
         bands10=tuple(region.bands10), bands20=tuple(region.bands20)))

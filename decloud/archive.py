@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,8 @@ class ScanProblem:
 
     path: Path
     reason: str
+    #: The root it was found under: ``S2``, ``S1``, ``DEM`` ("" when not known).
+    sensor: str = ""
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
@@ -123,12 +125,15 @@ class Archive:
         for root in (s2_root, s1_root, dem_root):
             if root is not None and not Path(root).is_dir():
                 archive.problems.append(ScanProblem(Path(root), "folder does not exist"))
-        if s2_root is not None and Path(s2_root).is_dir():
-            archive._scan_s2(Path(s2_root))
-        if s1_root is not None and Path(s1_root).is_dir():
-            archive._scan_s1(Path(s1_root))
-        if dem_root is not None and Path(dem_root).is_dir():
-            archive._scan_dem(Path(dem_root))
+        for sensor, root, scan in (("S2", s2_root, archive._scan_s2),
+                                   ("S1", s1_root, archive._scan_s1),
+                                   ("DEM", dem_root, archive._scan_dem)):
+            if root is not None and Path(root).is_dir():
+                known = len(archive.problems)
+                scan(Path(root))
+                # Which root a problem came from: stack tells a broken DEM from an S2 file.
+                archive.problems[known:] = [replace(p, sensor=sensor)
+                                            for p in archive.problems[known:]]
         archive.s2.sort(key=lambda p: (p.tile or "", p.acquired))
         archive.s1.sort(key=lambda p: (p.tile or "", p.acquired))
         return archive
@@ -298,6 +303,16 @@ class Archive:
         """The S2 product of a tile on a day."""
         found = self.select_s2(tile, day, day)
         if not found:
+            if not self.select_s2(tile):
+                # Not the date's fault: the tile has no product at all.
+                tiles = ", ".join(sorted({p.tile for p in self.s2 if p.tile})) or "none"
+                unreadable = [f"{p.path}: {p.reason}" for p in self.problems
+                              if normalize_tile(tile)[1:] in str(p.path)]
+                if unreadable:
+                    raise NoProductError(f"tile {normalize_tile(tile)} has no readable S2 "
+                                         f"product: {'; '.join(unreadable)}", field="tile")
+                raise NoProductError(f"tile {normalize_tile(tile)} is not in the archive "
+                                     f"(S2 tiles: {tiles})", field="tile")
             dates = ", ".join(sorted({p.acquired.date().isoformat()
                                       for p in self.select_s2(tile)})) or "none"
             unreadable = [f"{p.path}: {p.reason}" for p in self.problems
@@ -319,6 +334,43 @@ class Archive:
         """The DEM of a tile, if any."""
         wanted = normalize_tile(tile)
         return next((d for d in self.dems if d.tile == wanted), None)
+
+    def broken_s1(self, tile: str, when: datetime, max_gap: timedelta) -> list[ScanProblem]:
+        """S1Tiling files of a tile within ``max_gap`` of ``when`` that the scan could not use.
+
+        These are the S1 images :meth:`nearest_s1` would have weighed had they been
+        readable (a truncated file, a broken header); closest first. Telling them from
+        the absence of any S1 image is what lets ``stack`` say "cannot be read" rather
+        than "none within 72 h".
+        """
+        wanted = normalize_tile(tile)
+        found: list[tuple[timedelta, ScanProblem]] = []
+        for problem in self.problems:
+            if problem.sensor not in ("S1", ""):
+                continue
+            try:
+                parsed = parse_s1_name(problem.path)
+            except DecloudError:  # an impossible date in the name: not a candidate
+                continue
+            if parsed is None or parsed["tile"] != wanted:
+                continue
+            gap = abs(parsed["acquired"] - when)
+            if gap <= max_gap:
+                found.append((gap, problem))
+        return [p for _, p in sorted(found, key=lambda item: (item[0], str(item[1].path)))]
+
+    def broken_dems(self, tile: str) -> list[ScanProblem]:
+        """DEM files of a tile (``<TILE>.tif``, or under a ``<TILE>/`` folder) the scan refused."""
+        wanted = normalize_tile(tile)
+        return [p for p in self.problems if p.sensor == "DEM"
+                and p.path.suffix.lower() in (".tif", ".tiff", ".vrt")
+                and (dem_tile(p.path) == wanted or _folder_tile(p.path) == wanted)]
+
+
+def _folder_tile(path: Path) -> str | None:
+    """The tile of the folder a file is in (``.../T31TEJ/x.tif``), if it is a tile folder."""
+    match = _TILE.match(path.parent.name)
+    return "T" + match[1].upper() if match else None
 
 
 # Inventory --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from os import PathLike
 
 __all__ = [
     "ArgumentError",
+    "BrokenSourceError",
     "CatalogError",
     "CorruptRasterError",
     "CrsMismatchError",
@@ -37,6 +38,9 @@ __all__ = [
     "PoolThreadError",
     "ProductError",
     "ProductFormatError",
+    "RerunError",
+    "SchedulerError",
+    "SkippedSourceWarning",
     "SuspectValuesError",
     "TrainingError",
     "UnknownProductError",
@@ -202,6 +206,18 @@ class OutputWriteError(DecloudError):
     """Writing an output failed (full disk, permission...); nothing was left behind."""
 
 
+class BrokenSourceError(DecloudError):
+    """A source that would have been used (an S1 image, a DEM) exists but cannot be read."""
+
+
+class SkippedSourceWarning(UserWarning):
+    """A broken source was left out on request (``--skip-broken-sources``)."""
+
+
+class SchedulerError(DecloudError):
+    """A Dask scheduler could not be reached."""
+
+
 class LossyCastError(ArgumentError):
     """Data would lose values when cast to a raster's dtype.
 
@@ -223,3 +239,12 @@ class PoolThreadError(DecloudError):
 
 class TrainingError(DecloudError):
     """A model cannot be trained as asked (no weights, another run in the folder...)."""
+
+
+class RerunError(TrainingError):
+    """A run folder holds a run made with other settings than those asked for.
+
+    ``field`` names the setting that differs (``loss``, ``dataset``, ``epochs``...) and
+    the message gives the folder's value and the new one: a rerun never rewrites the
+    record of how the weights in the folder were made.
+    """

@@ -9,6 +9,7 @@ streaming a full tile window by window gives the same result as warping it whole
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import warnings
@@ -62,7 +63,9 @@ warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rast
 # GDAL's default (0.125 px) interpolates coordinates linearly along each chunk's rows,
 # so the result depends on the chunk (a window is not a crop of the whole warp: up to
 # 0.58 m on a real DEM). At 1e-9 px every point is transformed exactly; rasterio's
-# WarpedVRT rejects 0 itself.
+# WarpedVRT rejects 0 itself. Exactness costs time: a 1" DEM onto 1500 x 1500 px of a
+# 10 m UTM grid takes 0.9 s instead of 0.11 s (1e-5 px would take 0.26 s and leave
+# windows 0.2 mm off the whole warp).
 _EXACT_TRANSFORM = 1e-9
 
 
@@ -470,6 +473,7 @@ def _fill_outside(out: np.ndarray, rows: slice, cols: slice, value: float | int)
     out[:, rows, cols.stop :] = value
 
 
+@functools.lru_cache(maxsize=256)
 def _comparable_nodata(nodata: float | None, dtype: np.dtype[Any]) -> Any:
     """``nodata`` as a scalar of ``dtype``, or None when no value of that type equals it.
 
@@ -526,21 +530,15 @@ def _decode(
         np.copyto(target, np.float32(np.nan), where=missing)
         return missing
     step = _strip_rows(target)
-    scale = np.float32(finish.scale)
     for r in range(0, target.shape[1], step):
         part, raw = target[:, r : r + step], data[:, r : r + step]
-        if raw is part:
-            finish(part)
-        else:
-            # The cast rides in the multiplication's loop: float32(DN) * scale, as a
-            # cast then a multiplication would give, in one pass.
-            np.multiply(raw, scale, out=part)
-            if finish.offset != 0.0:
-                np.add(part, np.float32(finish.offset), out=part)
-        if nd is not None:
-            missing = raw == nd
-            if missing.any():
-                np.copyto(part, np.float32(np.nan), where=missing)
+        # Compared before finish: raw is part itself when the source is float32.
+        missing = raw == nd if nd is not None else None
+        if raw is not part:
+            part[...] = raw  # faster than casting inside the multiplication's loop
+        finish(part)
+        if missing is not None and missing.any():
+            np.copyto(part, np.float32(np.nan), where=missing)
     return None
 
 
@@ -774,7 +772,11 @@ def _read_upsampled(
     whose own nearest source pixel is nodata) are nodata. The interpolation is
     separable (columns, then rows) and written with strided slices, each phase a
     weighted sum of two shifted views of the source (no index gathers), strip by
-    strip of output rows so that its passes run in cache.
+    strip of output rows so that its passes run in cache. For 8- and 16-bit sources
+    and k = 2 (20 m onto 10 m) the arithmetic is exact, so it runs as integer-valued
+    sums (:func:`_sum_axis`) and only the columns where valid pixels touch nodata are
+    redone with renormalised weights (:func:`_fix_nodata_borders`); the result is the
+    same to the bit as the general path's.
     """
     col_off = round((dst.transform.c - src_grid.transform.c) / dst.resolution)
     row_off = round((src_grid.transform.f - dst.transform.f) / dst.resolution)

@@ -14,6 +14,7 @@ queue, so that encoding, compressing and writing overlap with computing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import queue
@@ -50,6 +51,7 @@ __all__ = [
     "atomic_dir",
     "atomic_file",
     "lossless_cast",
+    "os_cause",
     "provenance_tags",
 ]
 
@@ -83,6 +85,13 @@ def _temporary(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
 
 
+def os_cause(err: OSError) -> str:
+    """The cause of a failed write in words: a full disk says "no space left on device"."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device ({err})"
+    return str(err)
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; rename it onto ``path`` when the block succeeds."""
@@ -95,7 +104,8 @@ def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
         yield tmp
         tmp.replace(path)
     except OSError as err:
-        raise OutputWriteError(f"writing failed, nothing was written ({err})", path=path) from err
+        raise OutputWriteError(f"writing failed, nothing was written: {os_cause(err)}",
+                               path=path) from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -123,7 +133,8 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
         else:
             tmp.rename(path)
     except OSError as err:
-        raise OutputWriteError(f"writing failed, nothing was written ({err})", path=path) from err
+        raise OutputWriteError(f"writing failed, nothing was written: {os_cause(err)}",
+                               path=path) from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -397,3 +397,11 @@ def test_scale_and_offset_equal_a_separate_pass(tmp_path: Path) -> None:
         expected = plain * np.float32(1e-4) + np.float32(-0.1)
         got = read_on_grid(src, grid, scale=1e-4, offset=-0.1)
         np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    # A float32 source is decoded in place: nodata is found before the scaling.
+    floats = values.astype(np.float32) * np.float32(0.5)
+    floats[4, 4] = -9999.0
+    src = write(tmp_path / "f.tif", floats, 10.0, nodata=-9999.0)
+    expected = read_on_grid(src, grid10(9, 9)) * np.float32(2.0) + np.float32(1.0)
+    got = read_on_grid(src, grid10(9, 9), scale=2.0, offset=1.0)
+    assert np.isnan(got[0, 4, 4]) and np.isnan(got).sum() == 1
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))

@@ -130,3 +130,11 @@ def test_no_stage_imports_a_later_one() -> None:
 def test_masks_and_products_do_not_import_each_other_both_ways() -> None:
     pairs = {(_stage(m), _stage(t)) for m, t, _ in _imports()}
     assert ("masks", "products") not in pairs
+
+
+def test_the_dataset_reader_loads_no_plotting_or_progress_bars() -> None:
+    # Training workers import the reader: matplotlib (preview) and tqdm (writer) load
+    # only with the modules that use them (decloud.datasets is lazy).
+    loaded = set(_loaded("import decloud.datasets.reader"))
+    assert not {"matplotlib", "tqdm", "keras"} & loaded
+    assert "matplotlib" in _loaded("from decloud.datasets import preview")

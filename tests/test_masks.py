@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from rasterio.windows import Window
 
+from decloud.constants import MaskClass
 from decloud.errors import MissingBandError
-from decloud.masks import cloud_shadow
-from tests.conftest import DATA
+from decloud.masks import cloud_shadow, compute_mask
+from decloud.products import open_product
+from tests.conftest import ARCHIVE, DATA
+
+THEIA_PARTLY = (ARCHIVE / "S2" / "T33TVM"
+                / "SENTINEL2A_20150731-100009-000_L2A_T33TVM_D_V1-8")
 
 
 def test_computed_mask_agrees_with_reference_mask() -> None:
@@ -34,3 +42,15 @@ def test_needs_bands_and_keeps_nodata_out() -> None:
     bright["B02"][0, 0] = np.nan
     cloud, _ = cloud_shadow(bright)
     assert cloud[1:, 1:].all() and not cloud[0, 0]
+
+
+def test_a_window_past_the_grid_is_the_window_of_the_widened_grid() -> None:
+    """compute_mask's documented rule for windows that leave the grid."""
+    product = dataclasses.replace(open_product(THEIA_PARTLY), masks={})
+    grid = product.grid()
+    window = Window(90, -5, 20, 20)  # past the top and right edges
+    widened = grid.subgrid(Window(0, -5, 110, 105))  # the grid grown to include it
+    expected = compute_mask(product, widened)[:20, 90:110]
+    np.testing.assert_array_equal(compute_mask(product, grid, window), expected)
+    # Pixels outside the product are nodata.
+    assert (expected[:5] == MaskClass.NODATA).all()

@@ -164,13 +164,13 @@ def test_patch_stats_strips_equal_whole(path: Path, computed: bool) -> None:
     patches = PatchGrid(product.grid(), patch_size=14)
     whole = product.mask(patches.mask_grid())
     expected = brute_force_stats(whole, patches)
-    for strip_rows in (1, 2, 3, patches.rows):
+    single = s2_patch_stats(product, patches, strip_rows=patches.rows)
+    for strip_rows in (1, 2, 3):
         got = s2_patch_stats(product, patches, strip_rows=strip_rows)
         for key, value in expected.items():
+            np.testing.assert_array_equal(got[key], single[key], err_msg=f"{key} {strip_rows}")
             # Rounding of exact halves may differ by one between numpy and Python.
             assert np.abs(got[key].astype(int) - value).max() <= 1, (key, strip_rows)
-            np.testing.assert_array_equal(
-                got[key], s2_patch_stats(product, patches, strip_rows=patches.rows)[key])
 
 
 def test_s1_patch_stats_strips_equal_whole() -> None:
@@ -207,6 +207,7 @@ def compound_dem(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["lonlat", "compound"])
 def test_reprojected_dem_windows_equal_whole(tmp_path: Path, which: str) -> None:
     path = DEM if which == "lonlat" else compound_dem(tmp_path)
@@ -216,14 +217,18 @@ def test_reprojected_dem_windows_equal_whole(tmp_path: Path, which: str) -> None
     assert not np.isnan(whole).any()
     # Exact transformer: the whole read is the exact bilinear interpolation (float32).
     np.testing.assert_allclose(whole, exact_dem(DEM, grid), atol=1e-3)
+    # Windows of 33 end with a 1 px wide row and column. A compound CRS costs about
+    # 40 ms per window (PROJ builds its pipeline each time): fewer windows there.
+    sizes = SIZES if which == "lonlat" else (33,)
     with RasterPool() as pool:
-        for size in (1, *SIZES):
+        for size in sizes:
             streamed = mosaic(grid, size, lambda w: dem.read(grid, w, pool=pool))
             np.testing.assert_array_equal(streamed, whole, err_msg=f"windows of {size}")
     # Other grid: 20 m, where the 1" DEM is coarser in one axis only.
     grid20 = grid.at_resolution(20.0)
     whole20 = dem.read(grid20)
-    np.testing.assert_array_equal(mosaic(grid20, 7, lambda w: dem.read(grid20, w)), whole20)
+    np.testing.assert_array_equal(mosaic(grid20, sizes[0], lambda w: dem.read(grid20, w)),
+                                  whole20)
 
 
 # --- a model's block-wise prediction -----------------------------------------------
@@ -308,7 +313,7 @@ def whole_image(model: object, spec: object, inputs: dict[str, np.ndarray],
 
 
 @pytest.mark.parametrize(("name", "height", "width"),
-                         [("ssop_unet", 45, 37), ("msop_allbands", 52, 36), ("dsen2cr", 30, 26)])
+                         [("ssop_unet", 37, 29), ("msop_allbands", 44, 36), ("dsen2cr", 30, 26)])
 def test_blockwise_prediction_with_the_spec_margin_equals_whole(name: str, height: int,
                                                                 width: int) -> None:
     model, spec = tiny_model(name)
@@ -320,10 +325,10 @@ def test_blockwise_prediction_with_the_spec_margin_equals_whole(name: str, heigh
     got = blockwise(model, spec, inputs, grid, 16, m)
     for key, value in expected.items():
         assert not np.isnan(got[key]).any()
-        # Reflectance x 10000: the same sums in another order (float32) at most.
-        np.testing.assert_allclose(got[key], value, atol=0.05, rtol=0, err_msg=key)
-    # A halo one size multiple short of the spec's margin shows seams: the margin matters.
-    k = spec.size_multiple  # type: ignore[attr-defined]
-    short = blockwise(model, spec, inputs, grid, 16, m - k)
+        # Reflectance x 10000; equal to the bit on CPU, 0.01 leaves room for sums taken
+        # in another order by other backends.
+        np.testing.assert_allclose(got[key], value, atol=0.01, rtol=0, err_msg=key)
+    # Without a halo, blocks show seams: the test sees the context a block lacks.
+    bare_blocks = blockwise(model, spec, inputs, grid, 16, 0)
     key = next(iter(expected))
-    assert np.abs(short[key] - whole_image(model, spec, inputs, m - k)[key]).max() > 1.0
+    assert np.abs(bare_blocks[key] - whole_image(model, spec, inputs, 0)[key]).max() > 100

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from decloud.datasets import PlanOptions, WriteOptions, plan_dataset, preview, write_dataset
+from decloud.datasets import PlanOptions, WriteOptions, plan_dataset, write_dataset
+from decloud.datasets.preview import preview
 from decloud.datasets.reader import load_manifest
 from decloud.index.catalog import Catalog
 from decloud.index.samplers import SAMPLERS
@@ -45,7 +46,8 @@ def _fractions(values: tuple[str, ...]) -> dict[str, float] | None:
 
 
 def _bands(value: str | None) -> tuple[str, ...] | None:
-    return tuple(b.strip() for b in value.split(",") if b.strip()) if value else None
+    """Bands of an option; None when not given, () when given empty (``--bands20 ""``)."""
+    return None if value is None else tuple(b.strip() for b in value.split(",") if b.strip())
 
 
 @click.group()
@@ -77,19 +79,22 @@ def dataset() -> None:
 @click.option("--split-buffer", type=click.IntRange(min=0), default=1, show_default=True,
               help="Positions dropped between blocks of different splits.")
 @click.option("--patch-size", type=click.IntRange(min=2), default=256, show_default=True,
-              help="Patch side in 10 m pixels (20 m keys get half).")
+              help="Patch side in 10 m pixels (20 m keys get half); the layout's cloud and "
+                   "nodata limits are checked on it.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Samples per shard file.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes of a local Dask cluster (1: this process).")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
               help="A running Dask scheduler to send the shards to (overrides --workers).")
+@click.option("--scheduler-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds to wait for --scheduler to answer.")
 @click.option("--dem-root", type=_DIR, default=None,
               help="Folder of <TILE>.tif DEMs (default: DEM/ of the archive).")
 @click.option("--bands10", default=None, metavar="B02,B03,B04,B08",
               help="S2 bands of the s2_<acq> keys.")
 @click.option("--bands20", default=None, metavar="B05,B06,B07,B8A,B11,B12",
-              help="S2 bands of the s2_20m_<acq> keys.")
+              help='S2 bands of the s2_20m_<acq> keys; "" for none (no s2_20m key).')
 @click.option("--compress", is_flag=True, help="Deflate the shards.")
 @click.option("--out", "out_dir", required=True, type=_DIR, help="Dataset folder.")
 @click.option("--overwrite", is_flag=True,
@@ -99,7 +104,8 @@ def create(
     catalog_dir: Path, layout_file: Path, tiles: tuple[str, ...], samples: int, sampler: str,
     per_position: int, seed: int, splits: tuple[str, ...], rois: tuple[str, ...],
     split_block: int, split_buffer: int, patch_size: int, shard_size: int, workers: int,
-    scheduler: str | None, dem_root: Path | None, bands10: str | None, bands20: str | None,
+    scheduler: str | None, scheduler_timeout: float, dem_root: Path | None,
+    bands10: str | None, bands20: str | None,
     compress: bool, out_dir: Path, overwrite: bool, quiet: bool,
 ) -> None:
     """Draw a dataset plan and write its shards (rerun the same command to resume)."""
@@ -110,12 +116,13 @@ def create(
     plan_options = PlanOptions(
         samples=samples, tiles=tiles or None, sampler=sampler, seed=seed,
         splits=_fractions(splits), split_block=split_block, split_buffer=split_buffer,
-        rois=roi_paths, per_position=per_position)
+        rois=roi_paths, per_position=per_position, patch_size=patch_size)
     # Bands left out keep WriteOptions' defaults.
     chosen = {k: v for k, v in (("bands10", _bands(bands10)), ("bands20", _bands(bands20)))
               if v is not None}
     write_options = WriteOptions(
         patch_size=patch_size, shard_size=shard_size, workers=workers, scheduler=scheduler,
+        scheduler_timeout=scheduler_timeout,
         progress=not quiet, overwrite=overwrite, dem_root=dem_root, compress=compress,
         **chosen)
     with Catalog.open(catalog_dir) as catalog:

@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from decloud.archive import normalize_tile
+from decloud.datasets.plan import empty_reasons
 from decloud.index import Catalog
 from decloud.index.search import TileStack, TupleSearch
 from decloud.layouts import layout_table, load_layout
@@ -40,8 +41,8 @@ def show(file: Path) -> None:
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Catalog folder (decloud index build).")
 @click.option("--tile", "tiles", multiple=True, help="Tile(s) to count (default: all).")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed drawing the layout's random cloud bounds.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed drawing the layout's random cloud bounds (a non-negative integer).")
 def count(file: Path, folder: Path, tiles: tuple[str, ...], seed: int) -> None:
     """Count the tuples matching the layout in FILE (or a shipped layout's name), per tile."""
     spec = load_layout(file).resolve(np.random.default_rng(seed))
@@ -57,4 +58,7 @@ def count(file: Path, folder: Path, tiles: tuple[str, ...], seed: int) -> None:
             total += int(counts.sum())
             click.echo(f"{tile:8s} {int(counts.sum()):12d} {int((counts > 0).sum()):10d} "
                        f"{counts.size:8d} {int((per_ref.sum(axis=(1, 2)) > 0).sum()):10d}")
+            # Say which acquisition finds nothing, and why (not "check the windows").
+            for reason in empty_reasons(search):
+                click.echo(f"  no tuple: {reason}")
     click.echo(f"{'total':8s} {total:12d}")

@@ -71,6 +71,8 @@ def show(name: str, as_json: bool) -> None:
     click.echo(f"parameters       {spec.params:,d}")
     click.echo(f"receptive field  {spec.receptive_field} px (10 m)")
     click.echo(f"size multiple    {spec.size_multiple} (patch sides must be multiples)")
+    click.echo(f"margin           {spec.margin} px (10 m) of context per side for seamless "
+               f"tiles")
     for title, specs in (("inputs", spec.inputs), ("outputs", spec.outputs)):
         click.echo(title)
         for key, io in specs.items():
@@ -99,11 +101,12 @@ def evaluate(models_: tuple[str, ...], dataset: str, split: str, batch_size: int
     from pathlib import Path
 
     load_backend()
+    from decloud.cli.train import cell
     from decloud.evaluation import evaluate_model
     from decloud.models import build, get_config
     from decloud.models.card import card_spec, load_model
 
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, float | int | None]] = {}
     for item in models_:
         path = Path(item)
         if path.suffix == ".keras" or path.is_dir():
@@ -120,6 +123,7 @@ def evaluate(models_: tuple[str, ...], dataset: str, split: str, batch_size: int
     click.echo(f"{'model':24s}" + "".join(f"{m:>12s}" for m in _SHOWN))
     for label, values in results.items():
         click.echo(f"{label:24s}" + "".join(
-            f"{values.get(m, float('nan')):12.4f}" for m in _SHOWN))
+            f" {cell(values.get(m, float('nan')), 11)}" for m in _SHOWN))
     click.echo(f"({split} split of {dataset}; reflectance units: MAE/RMSE in reflectance, "
-               "PSNR dB, SAM degrees; _masked: cloudy pixels, _clear: clear pixels)")
+               "PSNR dB, SAM degrees; _masked: cloudy pixels, _clear: clear pixels; "
+               "no pixels: the region is empty, --json gives null and its pixel count 0)")

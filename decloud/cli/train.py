@@ -9,7 +9,7 @@ import click
 from decloud.cli.backend import load_backend
 from decloud.training.options import TrainOptions
 
-__all__ = ["metrics_table", "train"]
+__all__ = ["cell", "metrics_table", "train"]
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 
@@ -19,11 +19,19 @@ _LOSSES = ("l1", "l2", "carl")
 _SHOWN = ("mae", "rmse", "psnr", "ssim", "sam")
 
 
-def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
+def cell(value: float | int | None, width: int) -> str:
+    """A metric in a table column: "no pixels" for an empty region (None), not 0.0."""
+    if value is None:
+        return f"{'no pixels':>{width}s}"
+    return f"{float(value):{width}.4f}"
+
+
+def metrics_table(metrics: dict[str, dict[str, float | int | None]]) -> str:
     """A text table of metrics: one row per split, output and region, one column per kind.
 
     The main output's metrics are unprefixed, the others' prefixed by their key
     (``s2_20m_target_mae``), as :func:`~decloud.evaluation.evaluate_model` names them.
+    A region without pixels reads "no pixels" (its metrics are None).
     """
     lines = [f"{'split':12s} {'output':16s} {'region':8s} "
              + " ".join(f"{k:>9s}" for k in _SHOWN)]
@@ -33,7 +41,7 @@ def metrics_table(metrics: dict[str, dict[str, float]]) -> str:
             output = prefix.rstrip("_") or "main"
             for region in ("all", "masked", "clear"):
                 suffix = "" if region == "all" else f"_{region}"
-                cells = " ".join(f"{values.get(prefix + k + suffix, float('nan')):9.4f}"
+                cells = " ".join(cell(values.get(prefix + k + suffix, float("nan")), 9)
                                  for k in _SHOWN)
                 lines.append(f"{split:12s} {output:16s} {region:8s} {cells}")
     return "\n".join(lines)
@@ -80,7 +88,8 @@ def train(model_name: str, dataset_dir: Path, out_dir: Path, epochs: int | None,
     """Train a model on a dataset; write model.keras, model_card.json and the curves.
 
     Rerunning the same command resumes an interrupted run (or continues a finished one
-    with more --epochs).
+    with more --epochs); a rerun with other settings (loss, dataset, model, seed, fewer
+    epochs...) is refused, naming the setting, and the folder is left as it was.
     """
     # Checked before the backend loads (seconds), so a bad option fails at once.
     options = TrainOptions(
@@ -95,6 +104,8 @@ def train(model_name: str, dataset_dir: Path, out_dir: Path, epochs: int | None,
     from decloud.training import train as train_model
 
     result = train_model(get_config(model_name), dataset_dir, out_dir, options)
+    for note in result.notes:
+        click.echo(note)
     click.echo(f"model: {result.model_path}")
     click.echo(f"card:  {result.card_path}")
     epochs_done = len(result.history.get("epoch", []))

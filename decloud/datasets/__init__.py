@@ -4,15 +4,26 @@
 from a catalog and an acquisition layout (:class:`PlanOptions`); ``write_dataset``
 (:class:`WriteOptions`) reads their patches into
 ``.npz`` shards, resumably and on Dask; ``TrainingDataset`` reads them back with numpy
-only (batches, augmentation, a Keras adapter); ``preview`` draws a PNG contact sheet.
+only (batches, augmentation; Keras training goes through
+:class:`decloud.training.data.Batches`); ``preview`` draws a PNG contact sheet.
 The folder format is described in :mod:`decloud.datasets.format`.
+
+The names are imported on first use (module ``__getattr__``), so that importing
+``decloud.datasets.reader`` in a training worker does not load the writer's
+dependencies (Dask, tqdm) or the preview's (matplotlib).
 """
 
-from decloud.datasets.format import FORMAT_NAME, FORMAT_VERSION, KeySpec, dataset_keys
-from decloud.datasets.plan import DatasetPlan, PlanOptions, PlanSample, plan_dataset
-from decloud.datasets.preview import preview
-from decloud.datasets.reader import TrainingDataset, augment_sample, load_manifest
-from decloud.datasets.writer import WriteOptions, write_dataset
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from decloud.datasets.format import FORMAT_NAME, FORMAT_VERSION, KeySpec, dataset_keys
+    from decloud.datasets.plan import DatasetPlan, PlanOptions, PlanSample, plan_dataset
+    from decloud.datasets.preview import preview
+    from decloud.datasets.reader import TrainingDataset, augment_sample, load_manifest
+    from decloud.datasets.writer import WriteOptions, write_dataset
 
 __all__ = [
     "FORMAT_NAME",
@@ -30,3 +41,25 @@ __all__ = [
     "preview",
     "write_dataset",
 ]
+
+# Where each public name lives.
+_MODULES = {
+    "FORMAT_NAME": "format", "FORMAT_VERSION": "format", "KeySpec": "format",
+    "dataset_keys": "format", "DatasetPlan": "plan", "PlanOptions": "plan",
+    "PlanSample": "plan", "plan_dataset": "plan", "preview": "preview",
+    "TrainingDataset": "reader", "augment_sample": "reader", "load_manifest": "reader",
+    "WriteOptions": "writer", "write_dataset": "writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -123,12 +123,15 @@ def dataset_keys(
         patch_size: Patch side at 10 m (the 20 m keys have a side scaled by the
             resolution ratio: half of it).
         bands10: S2 bands of the ``s2_<acq>`` keys (read at 10 m).
-        bands20: S2 bands of the ``s2_20m_<acq>`` keys (read at 20 m).
+        bands20: S2 bands of the ``s2_20m_<acq>`` keys (read at 20 m); empty: no
+            ``s2_20m_<acq>`` key at all.
     """
     out: dict[str, KeySpec] = {}
     names: list[str] = layout.keys()
     for key in names:
         kind, acq = parse_key(key)
+        if kind is KeyKind.S2_20M and not bands20:
+            continue
         spec = KINDS[kind]
         bands = {KeyKind.S2: bands10, KeyKind.S2_20M: bands20}.get(kind, spec.default_bands)
         size = int(patch_size * REFERENCE_RESOLUTION // spec.resolution)

@@ -6,6 +6,13 @@ the same order), JSON-serialisable, and records how it was made, so that a datas
 folder can say exactly where every sample comes from and a rerun can tell whether it
 is continuing the same dataset.
 
+The layout's cloud and nodata limits hold for the sample patch itself, not only for
+the catalog cell it is centred on: with ``PlanOptions.patch_size`` larger than the
+catalog's cells, each cell's statistics are first aggregated over the footprint of the
+patch centred on it (:func:`patch_stack`), so a 256 px sample drawn from 64 px cells
+does not reach into nodata or clouds the layout refuses. The writer refuses a patch
+larger than the one the plan was checked for.
+
 Seeds: the layout's random cloud bounds are drawn with ``default_rng(seed)``; the
 block split map uses ``seed``; the sampler of each (tile, split) gets a seed derived
 from ``seed`` and the tile and split *names* (not their positions in a list, so adding
@@ -40,6 +47,8 @@ __all__ = [
     "PlanSample",
     "allocate",
     "derive_seed",
+    "empty_reasons",
+    "patch_stack",
     "plan_dataset",
 ]
 
@@ -93,6 +102,9 @@ class DatasetPlan:
             run short).
         catalog: The catalog folder.
         patch_size: The catalog's patch size (10 m pixels): the stride of positions.
+        sample_patch_size: Side (10 m pixels) of the sample patches the layout's cloud
+            and nodata limits were checked on (None: the catalog's cells, plans of
+            older versions).
         tiles: Tiles planned, sorted.
         split_names: Split names, in order.
         split_config: How splits were made: ``{"kind": "none" | "blocks" | "rois", ...}``.
@@ -113,7 +125,13 @@ class DatasetPlan:
     split_names: list[str]
     split_config: dict[str, Any]
     products: dict[int, dict[str, Any]] = field(default_factory=dict)
+    sample_patch_size: int | None = None
     version: int = PLAN_VERSION
+
+    @property
+    def checked_patch_size(self) -> int:
+        """The largest sample patch the layout's limits were checked for (10 m pixels)."""
+        return self.sample_patch_size or self.patch_size
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -155,9 +173,11 @@ class DatasetPlan:
                 "layout", "resolved_layout", "seed", "sampler", "per_position", "requested",
                 "catalog", "patch_size", "tiles", "split_names", "split_config")}
             products = {int(k): dict(v) for k, v in data["products"].items()}
+            checked = data.get("sample_patch_size")
+            checked = None if checked is None else int(checked)
         except (KeyError, TypeError, ValueError) as err:
             raise DatasetError(f"not a dataset plan ({err})", field="plan") from err
-        return cls(samples=samples, products=products, **fields)
+        return cls(samples=samples, products=products, sample_patch_size=checked, **fields)
 
     def to_json(self) -> str:
         """JSON text; key order is kept (acquisition order is the order of dataset keys)."""
@@ -171,6 +191,8 @@ class DatasetPlan:
         """
         data = self.to_dict()
         data.pop("catalog")
+        if data["sample_patch_size"] is None:
+            data.pop("sample_patch_size")  # plans drawn before it existed keep their print
         for key in ("layout", "resolved_layout"):
             data[key] = {k: v for k, v in data[key].items() if k != "source"}
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -245,6 +267,144 @@ def _sampler(name: str, seed: int, per_position: int) -> Any:
     return cls(seed=seed)
 
 
+def _overlaps(cells: int, cell: int, size: int) -> np.ndarray:
+    """Pixels shared by the ``size`` px window centred on cell ``i`` and cell ``j``.
+
+    ``(cells, cells)`` float64; a row sums to less than ``size`` where the window
+    reaches past the cell grid (pixels that are nodata in the samples).
+    """
+    starts = np.arange(cells) * cell + (cell - size) // 2
+    lo = np.maximum(starts[:, None], np.arange(cells)[None, :] * cell)
+    hi = np.minimum(starts[:, None] + size, (np.arange(cells)[None, :] + 1) * cell)
+    return np.clip(hi - lo, 0, None).astype(np.float64)
+
+
+def _aggregate(stats: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Overlap-weighted sums of per-cell values over each patch: ``(P, R, C)``."""
+    return np.einsum("ri,pij,cj->prc", rows, stats, cols, optimize=True)
+
+
+def patch_stack(stack: TileStack, patch_size: int) -> TileStack:
+    """The tile's statistics for ``patch_size`` px patches centred on the catalog cells.
+
+    Each cell's cloud and nodata percentages become those of the sample patch centred
+    on it: nodata is the overlap-weighted mean of the nodata of the cells the patch
+    covers, with the part of the patch past the tile counted as nodata (the samples
+    are nodata there); cloud is the overlap-weighted share of cloud among the valid
+    pixels. Both are exact when the patch covers whole cells, and otherwise assume a
+    cell's pixels are alike; to the catalog's 1 % resolution either way. A patch
+    touching a cell with any nodata therefore has nodata above 0.
+
+    Args:
+        stack: A tile's statistics per catalog cell.
+        patch_size: Side of the sample patches (10 m pixels).
+
+    Returns:
+        ``stack`` itself when the patch is no larger than a cell, else a stack of the
+        same products whose statistics are float percentages per patch.
+    """
+    cell = stack.patches.patch_size
+    if patch_size <= cell:
+        return stack
+    rows = _overlaps(stack.patches.rows, cell, patch_size)
+    cols = _overlaps(stack.patches.cols, cell, patch_size)
+    area = float(patch_size * patch_size)
+    inside = rows.sum(axis=1)[:, None] * cols.sum(axis=1)[None, :]
+
+    def nodata(stats: np.ndarray) -> np.ndarray:
+        missing = _aggregate(stats.astype(np.float64) / 100.0, rows, cols) + (area - inside)
+        return 100.0 * missing / area
+
+    s2_valid = 1.0 - stack.s2_nodata.astype(np.float64) / 100.0
+    valid = _aggregate(s2_valid, rows, cols)
+    cloudy = _aggregate(s2_valid * stack.s2_cloud.astype(np.float64) / 100.0, rows, cols)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cloud = np.where(valid > 0, 100.0 * cloudy / np.maximum(valid, 1e-12), 0.0)
+    return TileStack(tile=stack.tile, patches=stack.patches, s2=stack.s2, s2_cloud=cloud,
+                     s2_nodata=nodata(stack.s2_nodata), s1=stack.s1,
+                     s1_nodata=nodata(stack.s1_nodata))
+
+
+def empty_reasons(search: TupleSearch) -> list[str]:
+    """Why a layout finds no tuple on a tile: which acquisition finds nothing, and why.
+
+    Checked in order, the first failing test of each acquisition is reported: the
+    catalog has no product of a sensor the acquisition needs; no S2 product meets its
+    cloud range and nodata limit on any patch; none of those has an S1 image within
+    its gap (pass, orbits, S1 nodata); no candidate lies in its time window from a
+    reference product that qualifies. When every acquisition finds candidates alone,
+    the reason is that they never qualify at the same patch together.
+
+    Args:
+        search: The search of a resolved layout on a tile.
+
+    Returns:
+        One sentence per failing acquisition (empty when the layout has tuples there).
+    """
+    if search.counts().sum() > 0:
+        return []
+    stack, layout = search.stack, search.layout
+    tile, reasons = stack.tile, []
+    ref = search._ref_slot
+    ref_ok = ref.weight.any(axis=(1, 2))
+    for slot in search.slots:
+        absent = [f"the catalog holds no {sensor.upper()} image for tile {tile}; "
+                  f"acquisition {name} needs {sensor}"
+                  for name in slot.members
+                  for sensor, records in (("s2", stack.s2), ("s1", stack.s1))
+                  if getattr(layout.acquisitions[name], sensor) is not None and not records]
+        if absent:
+            reasons += absent
+            continue
+        label = ", ".join(slot.members)
+        if slot.s1_only:
+            spec = layout.acquisitions[slot.members[0]].s1
+            if spec is not None and not slot.weight.any():
+                reasons.append(f"no S1 image of tile {tile} meets acquisition {label}'s "
+                               f"nodata <= {spec.nodata_max} % (pass "
+                               f"{spec.pass_direction or 'any'}, orbits "
+                               f"{list(spec.relative_orbits) or 'any'}) on any patch")
+                continue
+        elif not slot.weight.any():
+            for name in slot.members:
+                acq = layout.acquisitions[name]
+                if acq.s2 is None:
+                    continue
+                lo, hi = (float(b) for b in acq.s2.cloud)  # type: ignore[arg-type]
+                s2_ok = ((stack.s2_cloud >= lo) & (stack.s2_cloud <= hi)
+                         & (stack.s2_nodata <= acq.s2.nodata_max))
+                if not s2_ok.any():
+                    reasons.append(
+                        f"no S2 product of tile {tile} ({len(stack.s2)} in the catalog) has "
+                        f"cloud in [{lo:g}, {hi:g}] % and nodata <= {acq.s2.nodata_max} % on "
+                        f"any patch, as acquisition {name} asks (a sample patch counts the "
+                        "cells it covers)")
+                elif acq.s1 is not None:
+                    reasons.append(
+                        f"no S1 image of tile {tile} within {acq.s1.max_gap_hours:g} h of "
+                        f"an S2 product meeting acquisition {name}'s cloud and nodata "
+                        f"limits, with S1 nodata <= {acq.s1.nodata_max} % at the same patch")
+            if len(slot.members) > 1 and not any(f"acquisition {m} " in r for m in slot.members
+                                                 for r in reasons):
+                reasons.append(f"acquisitions {label} (one S2 product) are never met by the "
+                               f"same product at the same patch of tile {tile}")
+            continue
+        if slot is ref or not ref_ok.any():
+            continue
+        lo_idx, hi_idx = search._ranges[id(slot)]
+        has = (slot.cumsum[hi_idx] - slot.cumsum[lo_idx]).any(axis=(1, 2)) & ref_ok
+        if not has.any():
+            start, end = slot.window
+            what = "S1 image" if slot.s1_only else "S2 product"
+            reasons.append(f"no {what} of tile {tile} meeting acquisition {label}'s "
+                           f"limits lies in its window [{start:g}, {end:g}] h of a "
+                           f"reference product ({layout.reference_name}) that qualifies")
+    if not reasons:
+        reasons.append(f"on tile {tile}, every acquisition finds products alone, but never "
+                       "all at the same patch position")
+    return reasons
+
+
 @dataclass(frozen=True)
 class PlanOptions:
     """How :func:`plan_dataset` draws samples.
@@ -260,10 +420,13 @@ class PlanOptions:
         rois: Split names and vector files: a position belongs to the split whose
             ROI contains its whole patch. Exclusive with ``splits``.
         per_position: Tuples per position for the constant sampler.
+        patch_size: Side (10 m pixels) of the sample patches the layout's cloud and
+            nodata limits must hold on (:func:`patch_stack`); None: the catalog's
+            cells. Give the patch size the dataset will be written with.
 
     Raises:
-        DatasetError: ``samples`` not positive, a negative seed, or both ``splits``
-            and ``rois``.
+        DatasetError: ``samples`` not positive, a negative seed, both ``splits``
+            and ``rois``, or a patch size that is not a positive even number.
     """
 
     samples: int
@@ -275,8 +438,12 @@ class PlanOptions:
     split_buffer: int = 1
     rois: Mapping[str, Path] | None = None
     per_position: int = 1
+    patch_size: int | None = None
 
     def __post_init__(self) -> None:
+        if self.patch_size is not None and (self.patch_size <= 0 or self.patch_size % 2):
+            raise DatasetError(f"patch size must be a positive even number, not "
+                               f"{self.patch_size}", field="patch_size")
         if self.samples <= 0:
             raise DatasetError(f"the number of samples must be positive, not {self.samples}",
                                field="samples")
@@ -295,7 +462,8 @@ def plan_dataset(catalog: Catalog, layout: Layout, options: PlanOptions) -> Data
     ``options.samples`` is divided among splits by their fractions (with ``rois``, in
     proportion to the tuples each split's positions hold), then among tiles in
     proportion to their tuples in the split's positions; each (tile, split) is drawn by
-    its own seeded sampler restricted to the split's positions.
+    its own seeded sampler restricted to the split's positions. The layout's cloud and
+    nodata limits are checked on patches of ``options.patch_size`` (:func:`patch_stack`).
 
     Args:
         catalog: An open catalog.
@@ -306,7 +474,8 @@ def plan_dataset(catalog: Catalog, layout: Layout, options: PlanOptions) -> Data
         The plan.
 
     Raises:
-        DatasetError: An unknown sampler, or no tuple matches the layout anywhere.
+        DatasetError: An unknown sampler, or no tuple matches the layout anywhere (the
+            message says which acquisition finds nothing on each tile, and why).
         NoProductError: A tile is not in the catalog.
     """
     n, sampler, seed, per_position = (options.samples, options.sampler, options.seed,
@@ -337,8 +506,10 @@ def plan_dataset(catalog: Catalog, layout: Layout, options: PlanOptions) -> Data
     searches: dict[str, TupleSearch] = {}
     maps: dict[str, np.ndarray] = {}
     available = np.zeros((len(split_names), len(tiles)), np.float64)
+    checked = options.patch_size if options.patch_size is not None else catalog.patch_size
+    reasons: list[str] = []
     for j, tile in enumerate(tiles):
-        stack = TileStack.load(catalog, tile)
+        stack = patch_stack(TileStack.load(catalog, tile), checked)
         search = TupleSearch(stack, resolved)
         if rois:
             split_map, _ = roi_splits(stack.patches, rois)
@@ -348,13 +519,15 @@ def plan_dataset(catalog: Catalog, layout: Layout, options: PlanOptions) -> Data
         else:
             split_map = np.zeros(stack.patches.shape, np.int16)
         counts = search.counts()
+        if counts.sum() <= 0:
+            reasons += empty_reasons(search)
         for k in range(len(split_names)):
             available[k, j] = float(counts[split_map == k].sum())
         searches[tile], maps[tile] = search, split_map
     if available.sum() <= 0:
         raise DatasetError(f"no tuple of layout {layout.name!r} in tiles {', '.join(tiles)} "
-                           "(check the layout's windows and cloud ranges against the "
-                           "catalog: `decloud index` commands)", field="layout")
+                           f"with {checked} px patches: " + "; ".join(reasons),
+                           path=layout.source, field="layout")
 
     if splits:
         per_split = allocate(n, [splits[k] for k in split_names])
@@ -383,4 +556,4 @@ def plan_dataset(catalog: Catalog, layout: Layout, options: PlanOptions) -> Data
         resolved_layout=resolved.model_dump(mode="json"), seed=seed, sampler=sampler,
         per_position=per_position, requested=n, catalog=str(Path(catalog.folder).resolve()),
         patch_size=catalog.patch_size, tiles=tiles, split_names=split_names,
-        split_config=split_config, products=products)
+        split_config=split_config, products=products, sample_patch_size=checked)

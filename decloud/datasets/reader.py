@@ -1,4 +1,7 @@
-"""Reading a dataset: samples, shuffled and augmented batches, and a Keras adapter.
+"""Reading a dataset: samples, and shuffled and augmented batches, with numpy only.
+
+Keras training reads a split through :class:`decloud.training.data.Batches`, the one
+Keras adapter (it takes a :class:`TrainingDataset`).
 
 Arrays come back as stored (see :mod:`decloud.datasets.format`): S2 int16 reflectance
 x 10000, masks uint8, S1 uint16 prepared, DEM float32 metres, channels last. They are
@@ -24,7 +27,8 @@ stay aligned.
 from __future__ import annotations
 
 import json
-import math
+import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -155,6 +159,12 @@ class TrainingDataset:
             try:
                 with np.load(self._shards[shard], allow_pickle=False) as npz:
                     array = npz[key]
+            except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+                # A copy or a write cut short: name the shard, not zipfile's internals.
+                raise DatasetError(
+                    f"shard is truncated or corrupt, cannot read key {key} "
+                    f"({type(err).__name__}: {err}); rerun the dataset's `dataset create` "
+                    "to rewrite it", path=self._shards[shard], field=key) from err
             except (OSError, ValueError, KeyError) as err:
                 raise DatasetError(f"cannot read key {key} ({err})",
                                    path=self._shards[shard]) from err
@@ -268,45 +278,6 @@ class TrainingDataset:
                 return
             yield self.batch(chunk, keys=keys, transforms=transforms)
 
-    def as_keras(
-        self,
-        batch_size: int,
-        *,
-        inputs: Sequence[str] | None = None,
-        targets: Sequence[str] | None = None,
-        shuffle: bool = True,
-        seed: int = 0,
-        augment: bool = True,
-        shuffle_shards: int = 4,
-        **pydataset_kwargs: Any,
-    ) -> Any:
-        """A ``keras.utils.PyDataset`` over this split, one batch per index.
-
-        Batches are dicts of arrays (all keys, or ``inputs``); with ``targets`` they are
-        ``(inputs dict, targets dict)`` pairs for ``model.fit``. Each epoch (counted by
-        ``on_epoch_end``) reshuffles and redraws the augmentation.
-
-        Args:
-            batch_size: Samples per batch.
-            inputs: Keys of the model inputs (all keys by default).
-            targets: Keys of the targets, if batches are to be (inputs, targets) pairs.
-            shuffle: See :meth:`batches`.
-            seed: See :meth:`batches`.
-            augment: See :meth:`batches`.
-            shuffle_shards: See :meth:`order`.
-            **pydataset_kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size``.
-
-        Raises:
-            DatasetError: keras is not installed.
-        """
-        if batch_size <= 0:
-            raise DatasetError(f"batch size must be positive, not {batch_size}",
-                               field="batch_size")
-        return _keras_batches_class()(
-            self, batch_size, list(inputs or self.keys), list(targets) if targets else None,
-            shuffle=shuffle, seed=seed, augment=augment, shuffle_shards=shuffle_shards,
-            **pydataset_kwargs)
-
 
 def _acquired(entry: dict[str, Any]) -> datetime | None:
     """The date of an acquisition of a sample's meta: its S2 product's, else its S1's.
@@ -317,73 +288,3 @@ def _acquired(entry: dict[str, Any]) -> datetime | None:
         if entry.get(sensor):
             return datetime.fromisoformat(str(entry[sensor]["acquired"]).replace("Z", "+00:00"))
     return None
-
-
-_KERAS_CLASS: list[type] = []
-
-
-def _keras_batches_class() -> type:
-    """The ``keras.utils.PyDataset`` subclass, defined once keras is imported.
-
-    It is reachable as ``decloud.datasets.reader._KerasBatches`` (see ``__getattr__``
-    below), so that Keras can pickle it to worker processes.
-
-    Raises:
-        DatasetError: keras is not installed.
-    """
-    if _KERAS_CLASS:
-        return _KERAS_CLASS[0]
-    try:
-        import keras
-    except ImportError as err:
-        raise DatasetError("keras is not installed (pip install keras, with a backend such "
-                           "as tensorflow, jax or torch)", field="keras") from err
-
-    class _KerasBatches(keras.utils.PyDataset):
-        """The batches of a :class:`TrainingDataset`, reshuffled every epoch."""
-
-        def __init__(self, dataset: TrainingDataset, batch_size: int, inputs: list[str],
-                     targets: list[str] | None, *, shuffle: bool, seed: int, augment: bool,
-                     shuffle_shards: int, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.dataset, self.batch_size = dataset, batch_size
-            self.inputs, self.targets = inputs, targets
-            self.shuffle, self.seed, self.augment = shuffle, seed, augment
-            self.shuffle_shards = shuffle_shards
-            self.epoch = 0
-            self._refresh()
-
-        def _refresh(self) -> None:
-            self.order = self.dataset.order(shuffle=self.shuffle, seed=self.seed,
-                                            epoch=self.epoch,
-                                            shuffle_shards=self.shuffle_shards)
-            self.transforms = self.dataset.transforms(seed=self.seed, epoch=self.epoch) \
-                if self.augment else None
-
-        def __len__(self) -> int:
-            return math.ceil(len(self.dataset) / self.batch_size)
-
-        def __getitem__(self, index: int) -> Any:
-            chunk = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-            keys = self.inputs + [k for k in self.targets or [] if k not in self.inputs]
-            batch = self.dataset.batch(chunk, keys=keys, transforms=self.transforms)
-            x = {k: batch[k] for k in self.inputs}
-            if self.targets is None:
-                return x
-            return x, {k: batch[k] for k in self.targets}
-
-        def on_epoch_end(self) -> None:
-            self.epoch += 1
-            self._refresh()
-
-    _KerasBatches.__module__ = __name__
-    _KerasBatches.__qualname__ = "_KerasBatches"
-    _KERAS_CLASS.append(_KerasBatches)
-    return _KerasBatches
-
-
-def __getattr__(name: str) -> Any:
-    # Lets pickle find the Keras adapter class in a fresh worker process.
-    if name == "_KerasBatches":
-        return _keras_batches_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

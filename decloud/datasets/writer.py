@@ -55,7 +55,7 @@ from decloud.datasets.format import (
 )
 from decloud.datasets.plan import DatasetPlan, PlanSample
 from decloud.env import ensure_env, gdal_env
-from decloud.errors import DatasetError, DecloudError
+from decloud.errors import DatasetError, DecloudError, SchedulerError
 from decloud.grid import Grid, RasterPool, open_raster, require_coverage
 from decloud.index.catalog import Catalog, ProductRecord
 from decloud.index.stats import PatchGrid
@@ -79,23 +79,28 @@ class WriteOptions:
         workers: Processes of a local Dask cluster; 1 writes in this process.
         scheduler: Address of a running Dask scheduler (``tcp://host:8786``); takes
             precedence over ``workers``.
+        scheduler_timeout: Seconds to wait for the scheduler to answer; an unreachable
+            one is a :class:`~decloud.errors.SchedulerError` naming its address, raised
+            before anything is written.
         progress: Show a progress bar over shards.
         overwrite: Replace a dataset of another plan (or settings) in the folder, or
             rewrite this one from scratch.
         bands10: S2 bands of the ``s2_<acq>`` keys (any usual spelling).
-        bands20: S2 bands of the ``s2_20m_<acq>`` keys.
+        bands20: S2 bands of the ``s2_20m_<acq>`` keys; empty: the dataset has no
+            ``s2_20m_<acq>`` key (10 m-only archives).
         dem_root: Folder of ``<TILE>.tif`` DEMs; by default ``DEM/`` of the archive.
         compress: Deflate the shards (smaller, slower to read).
 
     Raises:
         DatasetError: An odd or non-positive patch size, a non-positive shard size or
-            worker count, no band or a band named twice.
+            worker count, no 10 m band or a band named twice.
     """
 
     patch_size: int = 256
     shard_size: int = 64
     workers: int = 1
     scheduler: str | None = None
+    scheduler_timeout: float = 10.0
     progress: bool = True
     overwrite: bool = False
     bands10: tuple[str, ...] = S2_10M_BANDS
@@ -110,9 +115,12 @@ class WriteOptions:
         if self.shard_size <= 0 or self.workers <= 0:
             raise DatasetError(f"invalid shard size {self.shard_size} or workers "
                                f"{self.workers}", field="shard_size")
+        if not self.scheduler_timeout > 0:
+            raise DatasetError(f"the scheduler timeout must be positive, not "
+                               f"{self.scheduler_timeout}", field="scheduler_timeout")
         # Normalised once here: the identity of a dataset compares these.
         object.__setattr__(self, "bands10", _bands(self.bands10, "bands10"))
-        object.__setattr__(self, "bands20", _bands(self.bands20, "bands20"))
+        object.__setattr__(self, "bands20", _bands(self.bands20, "bands20", empty=True))
         if self.dem_root is not None:
             object.__setattr__(self, "dem_root", Path(self.dem_root))
 
@@ -313,9 +321,9 @@ def _check_products(records: dict[int, ProductRecord], bands10: tuple[str, ...],
                     f"{', '.join(product.band_names)}){hint}", path=record.path, field=band)
 
 
-def _bands(given: Sequence[str], what: str) -> tuple[str, ...]:
+def _bands(given: Sequence[str], what: str, *, empty: bool = False) -> tuple[str, ...]:
     bands = tuple(normalize_band_name(b) for b in given)
-    if not bands:
+    if not bands and not empty:
         raise DatasetError(f"{what} names no band", field=what)
     if len(set(bands)) != len(bands):
         raise DatasetError(f"{what} names a band twice: {', '.join(bands)}", field=what)
@@ -400,8 +408,24 @@ def _shard_complete(job: _ShardJob) -> bool:
 _after_shard: Callable[[int], None] | None = None
 
 
-def _run(jobs: list[_ShardJob], workers: int, scheduler: str | None, progress: bool) -> None:
-    """Write the shards in this process or on Dask; completed shards stay on an error."""
+def _connect(address: str, timeout: float) -> Any:
+    """A Dask client of the scheduler at ``address``, or a SchedulerError within ``timeout``."""
+    from dask.distributed import Client
+
+    try:
+        return Client(address, timeout=timeout)
+    except (OSError, ValueError) as err:  # TimeoutError is an OSError; ValueError: address
+        raise SchedulerError(f"cannot reach the Dask scheduler at {address} within "
+                             f"{timeout:g} s ({type(err).__name__}: {err}); is it running, "
+                             "and is the address right?", field="scheduler") from err
+
+
+def _run(jobs: list[_ShardJob], workers: int, client: Any, progress: bool) -> None:
+    """Write the shards in this process or on Dask; completed shards stay on an error.
+
+    ``client``: a connected Dask client (``scheduler``), or None (this process, or a
+    local cluster of ``workers`` processes).
+    """
     bar = tqdm(total=len(jobs), desc="dataset", unit="shard", disable=not progress)
 
     def done(k: int) -> None:
@@ -410,7 +434,7 @@ def _run(jobs: list[_ShardJob], workers: int, scheduler: str | None, progress: b
             _after_shard(k + 1)
 
     try:
-        if scheduler is None and workers <= 1:
+        if client is None and workers <= 1:
             for k, job in enumerate(jobs):
                 _write_shard(job)
                 done(k)
@@ -418,9 +442,7 @@ def _run(jobs: list[_ShardJob], workers: int, scheduler: str | None, progress: b
         from dask.distributed import Client, LocalCluster, as_completed
 
         with contextlib.ExitStack() as stack:
-            if scheduler is not None:
-                client = stack.enter_context(Client(scheduler))
-            else:
+            if client is None:
                 cluster = stack.enter_context(LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True,
                     dashboard_address=None))
@@ -453,8 +475,10 @@ def write_dataset(catalog: Catalog, plan: DatasetPlan, out_dir: str | Path,
         The dataset folder.
 
     Raises:
-        DatasetError: Invalid settings, a product lacking a band, a missing DEM, a
-            catalog that changed since the plan, or another dataset in ``out_dir``.
+        DatasetError: Invalid settings, a patch larger than the plan's limits were
+            checked on (:attr:`DatasetPlan.checked_patch_size`), a product lacking a
+            band, a missing DEM, a catalog that changed since the plan, or another
+            dataset in ``out_dir``.
     """
     options = options if options is not None else WriteOptions()
     folder = Path(out_dir)
@@ -463,6 +487,13 @@ def write_dataset(catalog: Catalog, plan: DatasetPlan, out_dir: str | Path,
         raise DatasetError(
             f"patch size {patch_size} cannot be centred on the catalog's {plan.patch_size} px "
             "patches on whole 20 m pixels: their difference must be a multiple of 4",
+            field="patch_size")
+    if patch_size > plan.checked_patch_size:
+        raise DatasetError(
+            f"the plan's samples meet the layout's cloud and nodata limits on "
+            f"{plan.checked_patch_size} px patches, not on {patch_size} px ones (they would "
+            "reach into pixels the limits were not checked on): draw the plan with "
+            f"PlanOptions(patch_size={patch_size}) (dataset create --patch-size does)",
             field="patch_size")
     if plan.patch_size != catalog.patch_size:
         raise DatasetError(f"the plan was drawn on {plan.patch_size} px patches, the catalog "
@@ -496,6 +527,19 @@ def write_dataset(catalog: Catalog, plan: DatasetPlan, out_dir: str | Path,
     identity = {"fingerprint": plan.fingerprint(), "writer": {
         "patch_size": patch_size, "shard_size": shard_size, "bands10": list(b10),
         "bands20": list(b20), "compress": compress, "dems": dems}}
+    with contextlib.ExitStack() as connection:
+        # Reach the scheduler before anything is written: an unreachable one fails fast.
+        client = connection.enter_context(
+            _connect(options.scheduler, options.scheduler_timeout)) if options.scheduler \
+            else None
+        _write(folder, plan, identity, jobs, keys, grids, dems, options, client)
+    return folder
+
+
+def _write(folder: Path, plan: DatasetPlan, identity: dict[str, Any], jobs: list[_ShardJob],
+           keys: dict[str, KeySpec], grids: dict[str, Grid], dems: dict[str, str],
+           options: WriteOptions, client: Any) -> None:
+    """Prepare the folder, write the missing shards, then the manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     with _exclusive(folder):
         _prepare(folder, identity, plan, options.overwrite)
@@ -506,11 +550,10 @@ def write_dataset(catalog: Catalog, plan: DatasetPlan, out_dir: str | Path,
         todo = [job for job in jobs if not _shard_complete(job)]
         if todo or not (folder / MANIFEST).is_file():
             (folder / MANIFEST).unlink(missing_ok=True)
-            _run(todo, options.workers, options.scheduler, options.progress)
+            _run(todo, options.workers, client, options.progress)
             manifest = _manifest(plan, identity, keys, grids, dems, jobs, folder)
             with atomic_file(folder / MANIFEST, overwrite=True) as tmp:
                 tmp.write_text(json.dumps(manifest, indent=1))
-    return folder
 
 
 def _jobs(plan: DatasetPlan, folder: Path, keys: dict[str, KeySpec],

@@ -13,7 +13,16 @@ from scipy import ndimage
 
 from decloud.constants import S2_NODATA
 from decloud.keys import CLOUD_CLASSES
-from decloud.models.metrics import KINDS, METRIC_NAMES, REGIONS, SSIM_RADIUS, evaluate, metric_name
+from decloud.models.metrics import (
+    KINDS,
+    METRIC_NAMES,
+    PIXEL_COUNTS,
+    REGIONS,
+    SSIM_RADIUS,
+    evaluate,
+    metric_name,
+    pixel_count_name,
+)
 
 __all__ = ["PooledMetrics", "cloud_at"]
 
@@ -49,6 +58,7 @@ class PooledMetrics:
     def __init__(self) -> None:
         self.total: dict[str, float] = {}
         self.count: dict[str, float] = {}
+        self.pixels: dict[str, int] = {name: 0 for name in PIXEL_COUNTS}
 
     def add(self, target: np.ndarray, prediction: np.ndarray, cloud: np.ndarray | None) -> None:
         """Add one batch.
@@ -75,14 +85,22 @@ class PooledMetrics:
                 "ssim": float((sel[inner] * window_ok[inner]).sum()) * channels,
                 "sam": pixels,
             }
+            self.pixels[pixel_count_name(region)] += int(pixels)
             for kind, weight in weights.items():
                 name = metric_name(kind, region)
-                self.total[name] = self.total.get(name, 0.0) + values[name] * weight
-                self.count[name] = self.count.get(name, 0.0) + weight
+                value = values[name]
+                # None: the batch has nothing of this region (its weight is 0 too).
+                if value is not None and weight > 0:
+                    self.total[name] = self.total.get(name, 0.0) + float(value) * weight
+                    self.count[name] = self.count.get(name, 0.0) + weight
 
-    def result(self) -> dict[str, float]:
-        """The pooled metrics, by name (:data:`~decloud.models.metrics.METRIC_NAMES`)."""
-        out: dict[str, float] = {}
+    def result(self) -> dict[str, float | int | None]:
+        """The pooled metrics, by name (:data:`~decloud.models.metrics.METRIC_NAMES`).
+
+        None where the split has nothing to average (an empty region), then the pixel
+        counts (:data:`~decloud.models.metrics.PIXEL_COUNTS`), as :func:`evaluate`.
+        """
+        out: dict[str, float | int | None] = {}
         for region in REGIONS:
             for kind in KINDS:
                 name = metric_name(kind, region)
@@ -90,11 +108,11 @@ class PooledMetrics:
                 count = self.count.get(base, 0.0)
                 mean = self.total.get(base, 0.0) / count if count > 0 else 0.0
                 if count <= 0:
-                    out[name] = 0.0
+                    out[name] = None
                 elif kind == "rmse":
                     out[name] = math.sqrt(mean)
                 elif kind == "psnr":
                     out[name] = -10.0 * math.log10(max(mean, 1e-10))
                 else:
                     out[name] = mean
-        return {name: out[name] for name in METRIC_NAMES}
+        return {**{name: out[name] for name in METRIC_NAMES}, **self.pixels}

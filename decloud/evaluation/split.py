@@ -67,6 +67,7 @@ def predict_outputs(model: keras.Model, spec: ModelSpec,
         spec: Its spec (the order of its outputs).
         x: The inputs, by key.
     """
+    spec.check_inputs(x)  # a typed ModelInputSizeError rather than the backend's
     predicted = model.predict_on_batch(dict(x))
     if not isinstance(predicted, Mapping):
         values = list(predicted) if isinstance(predicted, list | tuple) else [predicted]
@@ -75,7 +76,8 @@ def predict_outputs(model: keras.Model, spec: ModelSpec,
 
 
 def evaluate_model(model: keras.Model, spec: ModelSpec, dataset: str | Path, split: str,
-                   batch_size: int = 8, *, cloudy: str | None = None) -> dict[str, float]:
+                   batch_size: int = 8, *, cloudy: str | None = None
+                   ) -> dict[str, float | int | None]:
     """Metrics of a model over a whole split (trained models and gap filling alike).
 
     Predictions are made batch by batch, in the split's order, without augmentation,
@@ -94,8 +96,10 @@ def evaluate_model(model: keras.Model, spec: ModelSpec, dataset: str | Path, spl
             configuration's ``training.cloudy`` by default.
 
     Returns:
-        ``{metric: value}`` for the main output (``s2_<target>``); other outputs'
-        metrics are prefixed with their key (``s2_20m_target_mae``...).
+        ``{metric: value}`` for the main output (``s2_<target>``), None for a region
+        with no pixels, and each region's pixel count (``pixels``, ``pixels_masked``,
+        ``pixels_clear``); other outputs' are prefixed with their key
+        (``s2_20m_target_mae``...).
 
     Raises:
         DatasetError: The dataset does not fit the model, the split is unknown or
@@ -124,7 +128,7 @@ def evaluate_model(model: keras.Model, spec: ModelSpec, dataset: str | Path, spl
             cloud = cloud_at(raw[mask_key], target.shape) if mask_key in raw else None
             pooled[key].add(target, predicted[key], cloud)
     main = make_key(KeyKind.S2, spec.config.target)
-    out: dict[str, float] = {}
+    out: dict[str, float | int | None] = {}
     for key, acc in pooled.items():
         prefix = "" if key == main else f"{key}_"
         out.update({f"{prefix}{name}": value for name, value in acc.result().items()})

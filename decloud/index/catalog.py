@@ -6,6 +6,18 @@ A catalog is a folder::
     rtree.idx/.dat     R-tree of products over (longitude, latitude, time)
     .lock              serialises writers across processes
 
+Paths: the catalog stores every product's path (and an S1 pair's files) absolute and
+normalised (``os.path.abspath``: ``..`` and ``.`` removed, symbolic links kept as the
+archive names them), whatever path the archive was given as, so that a catalog built
+with ``--archive arch`` works from any working directory. A catalog of an earlier
+decloud that stored a relative path is refused when it opens (:class:`CatalogError`
+naming the path): rebuild it.
+
+Full disk: an insert that fails for want of space (``ENOSPC``, SQLite's "database or
+disk is full") rolls back and raises :class:`~decloud.errors.OutputWriteError` naming
+the catalog and "no space left on device"; a rollback that fails too does not hide
+that cause.
+
 SQLite is the source of truth: every product is added in its own transaction, so an
 interrupted ``add`` loses nothing already added and a rerun adds the rest. The R-tree
 (package ``rtree``) is updated in the same locked section; if it ever disagrees with
@@ -17,8 +29,10 @@ once do not corrupt the catalog.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -34,7 +48,7 @@ from tqdm import tqdm
 
 from decloud.archive import PRODUCT_FAULTS, Archive, fault_reason
 from decloud.env import ensure_env, gdal_env
-from decloud.errors import CatalogError, NoProductError, ProductError
+from decloud.errors import CatalogError, NoProductError, OutputWriteError, ProductError
 from decloud.grid import Grid
 from decloud.index.stats import STATS_RESOLUTION, PatchGrid, s1_patch_stats, s2_patch_stats
 from decloud.products import Product, S1Product, S2Product, open_product
@@ -157,6 +171,15 @@ class Catalog:
         if version != str(SCHEMA_VERSION):
             raise CatalogError(f"catalog schema {version}, this decloud reads "
                                f"{SCHEMA_VERSION}", path=folder, field="schema_version")
+        relative = catalog._db.execute(
+            "SELECT path FROM products WHERE path NOT LIKE '/%' LIMIT 1").fetchone()
+        if relative is not None:
+            catalog.close()
+            raise CatalogError(
+                f"the catalog stores product paths relative to the folder it was built "
+                f"from (e.g. {relative[0]!r}; made by an earlier decloud), which cannot "
+                "be known from here: rebuild it with `decloud index build`", path=folder,
+                field="path")
         with catalog._lock(exclusive=False):
             consistent = catalog._rtree_count() == catalog.count()
         if not consistent:
@@ -259,6 +282,10 @@ class Catalog:
         Products that cannot be read are reported in :attr:`AddReport.failed`, and so
         are the archive's entries its scan could not open (an unreadable S1 file, a
         truncated band): nothing is dropped without being counted.
+
+        Raises:
+            OutputWriteError: The catalog cannot be written (full disk): the products
+                added before are kept, the one being added is rolled back.
         """
         report = AddReport()
         for problem in archive.problems:
@@ -305,6 +332,15 @@ class Catalog:
                 try:
                     self._insert(product, future.result(), grid)
                     report.added.append(_key(product))
+                except OutputWriteError as err:
+                    # The catalog cannot be written (full disk): not this product's
+                    # fault, and every other would fail alike. Stop, say what is kept.
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    bar.close()
+                    raise OutputWriteError(
+                        f"{err.message}; the {len(report.added)} product(s) added before "
+                        "are kept: free some space and run `decloud index add`",
+                        path=err.path, field=err.field) from err
                 except PRODUCT_FAULTS as err:
                     report.failed[_key(product)] = fault_reason(_key(product), err)
         bar.close()
@@ -319,7 +355,8 @@ class Catalog:
         return self._insert(product, arrays, self._register_tile(_tile(product), product))
 
     def _insert(self, product: Product, arrays: dict[str, np.ndarray], grid: Grid) -> int:
-        files = product.files if isinstance(product, S1Product) else [str(product.path)]
+        files = [_absolute(f) for f in product.files] if isinstance(product, S1Product) \
+            else [_key(product)]
         return self.insert_record(
             sensor=product.sensor, kind=product.kind, path=_key(product), files=files,
             tile=_tile(product), acquired=product.acquired, platform=product.platform,
@@ -343,8 +380,14 @@ class Catalog:
         """Add one product and its statistics in one transaction; returns its id.
 
         A product already present (same path, e.g. added by another process meanwhile)
-        is left as it is and its id returned.
+        is left as it is and its id returned. ``path`` and ``files`` are stored absolute
+        (see the module docstring).
+
+        Raises:
+            OutputWriteError: The disk is full (nothing of the product is kept).
         """
+        path = _absolute(path)
+        files = [_absolute(f) for f in files]
         west, south, east, north = _lonlat_bounds(grid)
         nodata = arrays["nodata"]
         with self._lock(exclusive=True):
@@ -368,14 +411,30 @@ class Catalog:
                     (pid, nodata.shape[0], nodata.shape[1],
                      _blob(arrays.get("cloud")), _blob(arrays.get("shadow")), _blob(nodata)))
                 self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as err:
+                self._rollback(err)
+                if _disk_full(err):
+                    raise OutputWriteError(
+                        f"adding {path} failed, the catalog keeps what it held: no space "
+                        f"left on device ({err})", path=self.folder / "catalog.sqlite",
+                        field="products") from err
                 raise
             index = self._rtree()
             t = _days(acquired)
             index.insert(pid, (west, south, t, east, north, t))
             index.close()
         return pid
+
+    def _rollback(self, cause: BaseException) -> None:
+        """Roll back the open transaction; a rollback that fails must not hide ``cause``.
+
+        SQLite may have rolled back already (a full disk ends the transaction), and the
+        ``ROLLBACK`` then fails with "no transaction is active": that is not news.
+        """
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as err:
+            cause.add_note(f"(rollback: {err})")
 
     # Queries ---------------------------------------------------------------------
 
@@ -457,11 +516,27 @@ class Catalog:
                 "products": self.count(), "tiles": tiles}
 
 
+def _absolute(path: str | os.PathLike[str]) -> str:
+    """An absolute, normalised path; symbolic links are kept as the archive names them."""
+    # Not Path.resolve(): it follows links, and an archive of links would be renamed.
+    return os.path.abspath(path)  # noqa: PTH100
+
+
 def _key(product: Product) -> str:
-    """The catalog key of a product: its path (the VV file's for an S1 pair)."""
+    """The catalog key of a product: its absolute path (the VV file's for an S1 pair)."""
     if isinstance(product, S1Product):
-        return product.files[0]
-    return str(product.path)
+        return _absolute(product.files[0])
+    return _absolute(product.path)
+
+
+def _disk_full(err: BaseException) -> bool:
+    """The error says the disk (or the database's quota) is full."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(err, sqlite3.OperationalError):
+        return "database or disk is full" in str(err) or getattr(
+            err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return False
 
 
 def _blob(array: np.ndarray | None) -> bytes | None:

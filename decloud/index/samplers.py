@@ -23,19 +23,37 @@ SAMPLERS: dict[str, type[Sampler]] = {}
 _MAX_ROUNDS = 20
 
 
+def _count(value: object, name: str, *, minimum: int) -> int:
+    """An integer option of at least ``minimum`` (bools and floats are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ArgumentError(f"{name} must be an integer of at least {minimum}, not {value!r}",
+                            field=name)
+    return int(value)
+
+
 class Sampler(ABC):
     """Draws tuples from a :class:`TupleSearch`.
 
     Args:
-        seed: Seed of the sampler's random generator.
+        seed: Seed of the sampler's random generator, a non-negative integer.
+
+    Raises:
+        ArgumentError: The seed is not a non-negative integer, or an option is not one
+            the sampler takes (``field`` names it).
     """
 
     name: ClassVar[str] = ""
 
-    def __init__(self, seed: int = 0, **options: int) -> None:
-        self.seed = seed
+    def __init__(self, seed: int = 0, **options: object) -> None:
+        self.seed = _count(seed, "seed", minimum=0)
         if options:
-            raise TypeError(f"{type(self).__name__} takes no options {sorted(options)}")
+            raise ArgumentError(
+                f"the {self.name or type(self).__name__} sampler takes no option "
+                f"{', '.join(sorted(options))} (options: {', '.join(self.options) or 'none'})",
+                field=sorted(options)[0])
+
+    #: The options the sampler takes besides the seed.
+    options: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -108,13 +126,11 @@ class ConstantSampler(Sampler):
     """
 
     name = "constant"
+    options = ("per_position",)
 
-    def __init__(self, seed: int = 0, per_position: int = 1) -> None:
-        super().__init__(seed)
-        if per_position < 1:
-            raise ArgumentError(f"per_position must be at least 1, not {per_position}",
-                                field="per_position")
-        self.per_position = per_position
+    def __init__(self, seed: int = 0, per_position: int = 1, **options: object) -> None:
+        super().__init__(seed, **options)
+        self.per_position = _count(per_position, "per_position", minimum=1)
 
     def sample(self, search: TupleSearch, n: int,  # noqa: D102
                allowed: np.ndarray | None = None) -> list[SampleTuple]:

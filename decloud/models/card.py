@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import zipfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ from decloud.models.zoo import InputSpec, ModelSpec
 from decloud.writers import atomic_file
 
 __all__ = ["CARD_FILE", "CARD_VERSION", "ModelCardError", "card_spec", "load_model",
-           "model_card", "write_card"]
+           "model_card", "read_keras", "write_card"]
 
 #: The card's file name, next to the model.
 CARD_FILE = "model_card.json"
@@ -122,6 +123,7 @@ def model_card(
         "outputs": _io(spec.outputs, inputs=False),
         "receptive_field_px": spec.receptive_field,
         "size_multiple": spec.size_multiple,
+        "margin_px": spec.margin,  # the halo of a seamless tiled run (ModelSpec.margin)
         "params": spec.params,
         "config": config.model_dump(mode="json"),
         "config_source": config.source,
@@ -192,11 +194,33 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict[str, Any]]:
         raise ModelCardError(f"no {CARD_FILE} next to the model", path=card_path) from err
     except (OSError, ValueError) as err:
         raise ModelCardError(f"unreadable model card ({err})", path=card_path) from err
+    return read_keras(path), card
+
+
+def read_keras(path: str | Path) -> keras.Model:
+    """A ``.keras`` file's model, not compiled.
+
+    Keras reports a truncated or foreign file as "File not found"; this says what it
+    is instead.
+
+    Raises:
+        ModelCardError: The file is missing, is not a Keras model file (not a zip
+            archive: truncated, or another format), or cannot be loaded.
+    """
+    # The custom layers, losses and metrics register themselves on import.
+    from decloud.models import losses, metrics, normalization, zoo  # noqa: F401
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelCardError("no such model file", path=path)
+    if not zipfile.is_zipfile(path):
+        raise ModelCardError(f"not a Keras model file: not a zip archive ({path.stat().st_size} "
+                             "bytes; truncated, or another format)", path=path)
     try:
-        model = keras.saving.load_model(path, compile=False)
-    except (OSError, ValueError, TypeError) as err:
-        raise ModelCardError(f"cannot load the model ({err})", path=path) from err
-    return model, card
+        return keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as err:
+        raise ModelCardError(f"not a Keras model file, or a damaged one ({err})",
+                             path=path) from err
 
 
 def card_spec(card: Mapping[str, Any]) -> ModelSpec:

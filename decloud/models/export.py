@@ -41,7 +41,7 @@ import keras
 import numpy as np
 
 from decloud.constants import DEM_NODATA, S1_NODATA, S2_NODATA, S2_SCALE
-from decloud.errors import ExportError, ModelInputSizeError
+from decloud.errors import ExportError, ModelInputSizeError, OutputWriteError
 from decloud.keys import KeyKind, parse_key
 from decloud.models.zoo import InputSpec, ModelSpec
 from decloud.writers import atomic_dir, atomic_file
@@ -308,6 +308,8 @@ def export_savedmodel(model: keras.Model, spec: ModelSpec, out_dir: str | Path, 
         ExportError: Not the TensorFlow backend, a model that disagrees with its spec,
             or a margin/efield that is not a multiple of the size multiple.
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is not set.
+        OutputWriteError: Writing failed (full disk: "no space left on device"); no
+            partial folder is left.
     """
     tf = _tensorflow("the SavedModel export")
     out_dir = Path(out_dir)
@@ -333,7 +335,14 @@ def export_savedmodel(model: keras.Model, spec: ModelSpec, out_dir: str | Path, 
     # doubles the files and the memory of whatever loads them (OTBTF included).
     archive.add_endpoint(SERVE_ENDPOINT, serve)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        archive.write_out(str(tmp), verbose=False)
+        try:
+            archive.write_out(str(tmp), verbose=False)
+        except tf.errors.ResourceExhaustedError as err:
+            # TensorFlow's file system reports a full disk so, not as an OSError; the
+            # temporary folder is removed on the way out, nothing is left behind.
+            raise OutputWriteError(f"writing the SavedModel failed, nothing was written: "
+                                   f"no space left on device ({err.message})",
+                                   path=out_dir) from err
         (tmp / OTBTF_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     return out_dir
 
@@ -578,7 +587,7 @@ def load_for_export(model_path: str | Path,
         ModelCardError: The model card cannot be read.
     """
     # Only this entry point needs the card and the registry.
-    from decloud.models.card import CARD_FILE, card_spec, load_model
+    from decloud.models.card import CARD_FILE, card_spec, load_model, read_keras
     from decloud.models.registry import get_config
     from decloud.models.zoo import build
 
@@ -591,14 +600,8 @@ def load_for_export(model_path: str | Path,
         spec = card_spec(card)
         name = str(card.get("name"))
     else:
-        # The custom layers, losses and metrics register themselves on import.
-        from decloud.models import losses, metrics, normalization  # noqa: F401
-
         model_config = get_config(str(config))
-        try:
-            model = keras.saving.load_model(model_path, compile=False)
-        except (OSError, ValueError, TypeError) as err:
-            raise ExportError(f"cannot load the model ({err})", path=model_path) from err
+        model = read_keras(model_path)
         _, spec = build(model_config)
         name = model_config.name
     inputs = {k: int(t.shape[-1]) for k, t in dict(model.input).items()}

@@ -79,6 +79,9 @@ def predict(
         arrays = padded
     spec.check_inputs(arrays)
     raw = model.predict_on_batch({key: arrays[key] for key in spec.inputs})
+    if not isinstance(raw, Mapping):  # a reloaded model may give a list, in spec order
+        values = list(raw) if isinstance(raw, list | tuple) else [raw]
+        raw = dict(zip(spec.outputs, values, strict=True))
     outputs = {key: np.asarray(keras.ops.convert_to_numpy(raw[key]), dtype=np.float32)
                for key in spec.outputs}
     if where is None:

@@ -33,6 +33,7 @@ import numpy as np
 from keras import ops
 
 from decloud.constants import S2_NODATA, S2_SCALE
+from decloud.errors import ArgumentError
 from decloud.keys import CLOUD_CLASSES, KeyKind, make_key, parse_key
 from decloud.models.config import ModelConfigError
 
@@ -67,7 +68,8 @@ def _key_parts(key: str) -> tuple[KeyKind, str]:
     """``(S2, tgt)`` or ``(S2_20M, tgt)`` from an output key."""
     kind, acq = parse_key(key)
     if kind not in (KeyKind.S2, KeyKind.S2_20M) or acq is None:
-        raise ValueError(f"output key {key!r} is neither s2_<acq> nor s2_20m_<acq>")
+        raise ArgumentError(f"output key {key!r} is neither s2_<acq> nor s2_20m_<acq>",
+                            field=key)
     return kind, acq
 
 
@@ -119,15 +121,19 @@ def pack_targets(
         The packed ``y_true`` of each output key.
 
     Raises:
-        KeyError: The batch lacks an output's target key.
-        ValueError: An output key is not an S2 key, or shapes disagree.
+        ArgumentError: The batch lacks an output's target key, an output key is not an
+            S2 key, or shapes disagree (``field`` names the key).
     """
     packed: dict[str, np.ndarray] = {}
     for key, channels in outputs.items():
         prefix, _ = _key_parts(key)
+        if key not in batch:
+            raise ArgumentError(f"the batch has no target {key!r} (keys: "
+                                f"{', '.join(batch) or 'none'})", field=key)
         raw = np.asarray(batch[key])
         if raw.shape[-1] != channels:
-            raise ValueError(f"{key}: {raw.shape[-1]} bands in the batch, {channels} expected")
+            raise ArgumentError(f"{key}: {raw.shape[-1]} bands in the batch, {channels} "
+                                "expected", field=key)
         nodata = raw == S2_NODATA
         target = np.where(nodata, 0.0, raw).astype(np.float32)
         valid = (~nodata.any(axis=-1, keepdims=True)).astype(np.float32)
@@ -135,7 +141,8 @@ def pack_targets(
         if cloudy_key in batch:
             cloudy_raw = np.asarray(batch[cloudy_key])
             if cloudy_raw.shape != raw.shape:
-                raise ValueError(f"{cloudy_key}: shape {cloudy_raw.shape}, {raw.shape} expected")
+                raise ArgumentError(f"{cloudy_key}: shape {cloudy_raw.shape}, {raw.shape} "
+                                    "expected", field=cloudy_key)
             image = np.where(cloudy_raw == S2_NODATA, target, cloudy_raw).astype(np.float32)
         else:
             image = np.zeros_like(target)
@@ -143,7 +150,8 @@ def pack_targets(
         if mask_key in batch:
             cloud = _cloud_mask(np.asarray(batch[mask_key]), prefix)
             if cloud.shape != valid.shape:
-                raise ValueError(f"{mask_key}: mask {cloud.shape} does not fit {key} {raw.shape}")
+                raise ArgumentError(f"{mask_key}: mask {cloud.shape} does not fit {key} "
+                                    f"{raw.shape}", field=mask_key)
         else:
             cloud = np.ones_like(valid)
         packed[key] = np.concatenate([target, image, cloud, valid], axis=-1)

@@ -27,8 +27,12 @@ Kinds, all in normalised reflectance (data range 1):
 ``sam``        spectral angle between P and T per pixel, degrees, averaged over pixels
 ============== =========================================================================
 
-Conventions: an empty region gives 0 (never NaN), and so does SSIM on images smaller
-than its window; the MSE entering a PSNR is floored at
+Conventions: in the Keras metrics (logged per epoch, kept numeric for the curves and
+early stopping) an empty region gives 0 (never NaN), and so does SSIM on images smaller
+than its window. :func:`evaluate` instead gives None for a metric with nothing to
+average, and the pixel count of each region beside the values (``pixels``,
+``pixels_masked``, ``pixels_clear``): an empty region reads "no pixels", not a perfect
+0.0. The MSE entering a PSNR is floored at
 ``1e-10``, so a perfect prediction gives 100 dB (not infinity); a pixel whose
 prediction or target is the zero vector has a spectral angle of 90 degrees.
 
@@ -49,12 +53,14 @@ from keras import ops
 from scipy import ndimage
 
 from decloud.constants import S2_NODATA, S2_SCALE
+from decloud.errors import ArgumentError
 from decloud.keys import CLOUD_CLASSES
 from decloud.models.losses import unpack
 
 __all__ = [
     "KINDS",
     "METRIC_NAMES",
+    "PIXEL_COUNTS",
     "REGIONS",
     "SSIM_K1",
     "SSIM_K2",
@@ -66,6 +72,7 @@ __all__ = [
     "get_metrics",
     "metric_name",
     "parse_metric_name",
+    "pixel_count_name",
 ]
 
 #: Metric kinds, in logging order.
@@ -87,8 +94,18 @@ _MSE_FLOOR: Final = 1e-10
 def metric_name(kind: str, region: str = "all") -> str:
     """The logged name of a metric: ``mae``, ``mae_masked``, ``mae_clear``..."""
     if kind not in KINDS or region not in REGIONS:
-        raise ValueError(f"unknown metric {kind!r} in region {region!r}")
+        raise ArgumentError(f"unknown metric {kind!r} in region {region!r} (kinds: "
+                            f"{', '.join(KINDS)}; regions: {', '.join(REGIONS)})",
+                            field="metric")
     return kind if region == "all" else f"{kind}_{region}"
+
+
+def pixel_count_name(region: str = "all") -> str:
+    """The name of a region's valid-pixel count in :func:`evaluate`: ``pixels_masked``..."""
+    if region not in REGIONS:
+        raise ArgumentError(f"unknown region {region!r} (regions: {', '.join(REGIONS)})",
+                            field="region")
+    return "pixels" if region == "all" else f"pixels_{region}"
 
 
 def parse_metric_name(name: str) -> tuple[str, str]:
@@ -99,11 +116,14 @@ def parse_metric_name(name: str) -> tuple[str, str]:
             return kind, region
     if name in KINDS:
         return name, "all"
-    raise ValueError(f"unknown metric {name!r} (known: {', '.join(METRIC_NAMES)})")
+    raise ArgumentError(f"unknown metric {name!r} (known: {', '.join(METRIC_NAMES)})",
+                        field="metric")
 
 
 #: Every metric name, kind by kind: ``mae``, ``mae_masked``, ``mae_clear``, ``mse``...
 METRIC_NAMES: Final = tuple(metric_name(k, r) for k in KINDS for r in REGIONS)
+#: The names of the regions' pixel counts in :func:`evaluate`'s result.
+PIXEL_COUNTS: Final = tuple(pixel_count_name(r) for r in REGIONS)
 
 
 def _gaussian_1d() -> np.ndarray:
@@ -269,7 +289,7 @@ def get_metrics(names: Sequence[str] | None = None) -> list[ReconstructionMetric
     """
     names = list(METRIC_NAMES if names is None else names)
     if len(set(names)) != len(names):
-        raise ValueError(f"repeated metric names in {names}")
+        raise ArgumentError(f"repeated metric names in {names}", field="metrics")
     return [ReconstructionMetric(*parse_metric_name(n), name=n) for n in names]
 
 
@@ -312,9 +332,9 @@ def _np_angle(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
                                        np.linalg.norm(a + b, axis=-1)))
 
 
-def _np_finish(kind: str, total: float, count: float) -> float:
+def _np_finish(kind: str, total: float, count: float) -> float | None:
     if count <= 0:
-        return 0.0
+        return None  # nothing to average: "no pixels", not a perfect score
     mean = total / count
     if kind == "rmse":
         return float(np.sqrt(mean))
@@ -338,7 +358,7 @@ def _as_mask(mask: np.ndarray | None, shape: tuple[int, ...], default: bool) -> 
 
 
 def evaluate(target: np.ndarray, prediction: np.ndarray, cloud: np.ndarray | None = None,
-             valid: np.ndarray | None = None) -> dict[str, float]:
+             valid: np.ndarray | None = None) -> dict[str, float | int | None]:
     """Every metric in every region on full images (numpy, float64).
 
     The same definitions as the Keras metrics (module docstring), computed at once over
@@ -350,18 +370,24 @@ def evaluate(target: np.ndarray, prediction: np.ndarray, cloud: np.ndarray | Non
         prediction: Prediction, same shape and scale.
         cloud: The cloudy input's mask ``(H, W)`` or ``(H, W, 1)``: a uint8
             :class:`~decloud.constants.MaskClass` mask (cloud, cirrus, shadow count as
-            cloud) or a binary one. ``None``: every pixel is clear, so ``*_masked`` are 0.
+            cloud) or a binary one. ``None``: every pixel is clear, so the ``masked``
+            region is empty.
         valid: Extra validity (``True`` where usable), combined with the target's nodata
             (a pixel is valid only where every target band has data).
 
     Returns:
-        ``{name: value}`` for every name of :data:`METRIC_NAMES`.
+        ``{name: value}`` for every name of :data:`METRIC_NAMES` (None where there is
+        nothing to average: an empty region, no complete SSIM window), then the valid
+        pixels of each region (:data:`PIXEL_COUNTS`, ints).
+
+    Raises:
+        ArgumentError: The shapes differ or are not ``(H, W, C)`` / ``(N, H, W, C)``.
     """
     target = np.asarray(target)
     prediction = np.asarray(prediction)
     if target.shape != prediction.shape or target.ndim not in (3, 4):
-        raise ValueError(f"target {target.shape} and prediction {prediction.shape} must be "
-                         "equal (H, W, C) or (N, H, W, C)")
+        raise ArgumentError(f"target {target.shape} and prediction {prediction.shape} must "
+                            "be equal (H, W, C) or (N, H, W, C)", field="shape")
     if target.ndim == 3:
         target, prediction = target[None], prediction[None]
     shape = target.shape[:-1]
@@ -375,7 +401,7 @@ def evaluate(target: np.ndarray, prediction: np.ndarray, cloud: np.ndarray | Non
     abs_err, sq_err = np.abs(err), err * err
     angle = _np_angle(p, t)
     regions = {"all": ok, "masked": ok & is_cloud, "clear": ok & ~is_cloud}
-    out: dict[str, float] = {}
+    out: dict[str, float | int | None] = {}
     for region, sel in regions.items():
         w = sel.astype(np.float64)
         n = float(w.sum()) * channels
@@ -394,4 +420,5 @@ def evaluate(target: np.ndarray, prediction: np.ndarray, cloud: np.ndarray | Non
         }
         for kind in KINDS:
             out[metric_name(kind, region)] = _np_finish(kind, *stats[kind])
-    return {name: out[name] for name in METRIC_NAMES}
+        out[pixel_count_name(region)] = int(sel.sum())
+    return {name: out[name] for name in (*METRIC_NAMES, *PIXEL_COUNTS)}

@@ -193,7 +193,8 @@ class ModelSpec:
         return {"name": self.name, "architecture": self.config.network.kind,
                 "inputs": io(self.inputs), "outputs": io(self.outputs),
                 "size_multiple": self.size_multiple,
-                "receptive_field_px": self.receptive_field, "params": self.params,
+                "receptive_field_px": self.receptive_field, "margin_px": self.margin,
+                "params": self.params,
                 "config": self.config.model_dump(mode="json")}
 
 

@@ -186,8 +186,8 @@ class Product(ABC):
         """
         grid = grid if grid is not None else self.grid(pool=pool)
         files = [self.band(b) for b in bands]
-        target = grid.subgrid(window) if window is not None else grid
-        shape = (len(files), target.height, target.width)
+        window = window if window is not None else grid.full_window()
+        shape = (len(files), int(window.height), int(window.width))
         if out is None:
             out = np.empty(shape, np.float32)
         elif out.shape != shape or out.dtype != np.float32:

@@ -174,9 +174,13 @@ class S1Product(Product):
 
         Args:
             unit: ``db`` or ``linear``.
+
+        Raises:
+            ArgumentError: ``unit`` is neither (named with the product).
         """
         if unit not in ("db", "linear"):
-            raise ValueError(f"unit must be 'db' or 'linear', not {unit!r}")
+            raise ArgumentError(f"unit must be 'db' or 'linear', not {unit!r}",
+                                path=self.path, field="unit")
         if out is not None:  # the conversion makes new arrays: copy the result
             result = self.read(bands, grid, window, resampling=resampling, pool=pool,
                                unit=unit)

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
+import math
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import keras
 
+from decloud.errors import OutputWriteError
 from decloud.training.data import Batches
-from decloud.writers import atomic_file
+from decloud.writers import atomic_file, os_cause
 
-__all__ = ["CsvHistory", "ResumableEarlyStopping", "SetEpoch", "SplitValidation"]
+__all__ = ["AtomicBackup", "BestCheckpoint", "CsvHistory", "ResumableEarlyStopping",
+           "SetEpoch", "SplitValidation"]
 
 
 class SetEpoch(keras.callbacks.Callback):
@@ -122,3 +127,64 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         super().on_train_begin(logs)
         if self.state is not None:
             self.best, self.best_epoch, self.wait = self.state
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model (with its optimiser state) when the monitored value improves.
+
+    Like ``keras.callbacks.ModelCheckpoint(save_best_only=True, mode="min")``, but the
+    file is written under a temporary name and renamed into place: a full disk or a
+    crash mid-save never leaves a truncated checkpoint, and the previous best stays.
+
+    Args:
+        path: The ``.keras`` file (``best.keras``).
+        monitor: The logged quantity to minimise.
+        best: The best value of the runs before (a resumed run), or None.
+    """
+
+    def __init__(self, path: Path, monitor: str, best: float | None = None) -> None:
+        super().__init__()
+        self.path, self.monitor = path, monitor
+        self.best = math.inf if best is None else best
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Save the model if the epoch's monitored value is the best so far.
+
+        Raises:
+            OutputWriteError: The save failed (the cause, e.g. "no space left on
+                device", is in the message); the earlier checkpoint is kept.
+        """
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)) or float(value) >= self.best:
+            return
+        with atomic_file(self.path, overwrite=True) as tmp:
+            self.model.save(tmp)
+        self.best = float(value)
+
+
+class AtomicBackup(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore`` whose weights and epoch are written atomically.
+
+    Keras writes ``latest.weights.h5`` in place, so a full disk leaves a truncated file
+    that the next resume cannot load. Here both files are written under temporary
+    names and renamed into place, the epoch last: a backup names an epoch only once
+    that epoch's weights are complete.
+    """
+
+    def _save_model(self) -> None:
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = Path(self._weights_path)
+        # Keras wants the ``.weights.h5`` ending on the temporary name too.
+        tmp = folder / f".{uuid.uuid4().hex[:8]}.tmp.weights.h5"
+        try:
+            self.model.save_weights(filepath=str(tmp), overwrite=True)
+            tmp.replace(weights)
+        except OSError as err:
+            raise OutputWriteError(f"writing the backup failed, the previous one is kept: "
+                                   f"{os_cause(err)}", path=weights) from err
+        finally:
+            tmp.unlink(missing_ok=True)
+        with atomic_file(self._training_metadata_path, overwrite=True) as meta:
+            meta.write_text(json.dumps({"epoch": self._current_epoch,
+                                        "batch": self._last_batch_seen}))

@@ -15,7 +15,16 @@ and writes everything into one output folder::
 Resuming: the backup is kept once training ends, so running :func:`train` again with
 the same ``out_dir`` continues from the last finished epoch, after an interruption as
 well as after a finished run (with a larger ``epochs``); ``resume=False`` starts over.
-The model configuration must be the same as in ``run.json``. An interrupted run that
+Reruns never rewrite history (:mod:`decloud.training.rundir`): ``run.json`` records
+the settings that made the folder's weights (model checksum, dataset fingerprint,
+loss, seed, epochs...), a rerun with another one is refused with a
+:class:`~decloud.errors.RerunError` naming it (the folder untouched), a rerun with more
+epochs only trains further and says so (:attr:`TrainResult.notes`), and a finished run
+rerun as it was trains nothing and writes nothing. ``model.keras`` and its card are
+written together, so the card always describes the weights next to it; every file
+(checkpoints, backup, history, card) is written under a temporary name and renamed:
+a full disk fails with an :class:`~decloud.errors.OutputWriteError` naming the file and
+"no space left on device", and never leaves a truncated file. An interrupted run that
 is resumed learns what an uninterrupted one does: weights, optimiser state and step
 count come from the backup, each epoch's order and augmentation from the seed and the
 epoch number, and the best value and patience of early stopping and checkpointing from
@@ -40,19 +49,27 @@ from typing import Any
 import keras
 
 from decloud.datasets.reader import TrainingDataset, load_manifest
-from decloud.errors import DatasetError, TrainingError
+from decloud.errors import DatasetError, ModelCardError, TrainingError
 from decloud.evaluation import check_dataset, evaluate_model
-from decloud.models.card import CARD_FILE, model_card, write_card
+from decloud.models.card import CARD_FILE, model_card, read_keras, write_card
 from decloud.models.config import GapfillConfig, ModelConfig
 from decloud.models.losses import get_loss
 from decloud.models.metrics import get_metrics
 from decloud.models.zoo import build
-from decloud.training.callbacks import CsvHistory, ResumableEarlyStopping, SetEpoch, SplitValidation
+from decloud.training.callbacks import (
+    AtomicBackup,
+    BestCheckpoint,
+    CsvHistory,
+    ResumableEarlyStopping,
+    SetEpoch,
+    SplitValidation,
+)
 from decloud.training.data import Batches
 from decloud.training.devices import accelerators, distribution, precision
 from decloud.training.history import backup_epoch, best_epoch, read_history, truncate_history
 from decloud.training.options import TrainOptions
 from decloud.training.previews import preview_callback
+from decloud.training.rundir import check_rerun, read_run, run_record
 from decloud.writers import atomic_file
 
 __all__ = [
@@ -91,31 +108,25 @@ class TrainResult:
             them (None if no epoch ran).
         metrics: Final metrics of the kept model on each validation split, by split.
         out_dir: The output folder.
+        notes: What the call did beyond training as asked, in words: trained a finished
+            run further (more epochs), or found it complete and wrote nothing.
     """
 
     model_path: Path
     card_path: Path
     history: dict[str, list[float]]
     best_epoch: int | None
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     out_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def _check_resumable(out_dir: Path, run: Mapping[str, Any]) -> None:
-    """A resumed run must train the same network (its weights are restored)."""
-    path = out_dir / RUN_FILE
-    if not path.is_file():
-        return
-    try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise TrainingError(f"unreadable run settings ({err})", path=path) from err
-    if previous.get("model", {}).get("network") != run["model"]["network"] or \
-            previous.get("model", {}).get("target") != run["model"]["target"]:
-        raise TrainingError(
-            f"the folder holds a run of another network (model "
-            f"{previous.get('model', {}).get('name')!r}); use another output folder, or "
-            "start over (resume=False, --restart)", path=out_dir, field="model")
+def _stopped(history: Mapping[str, list[float]], monitor: str, start: int,
+             patience: int) -> bool:
+    """Early stopping ended the run: its patience ran out by the last finished epoch."""
+    best = best_epoch(history, monitor) if start else None
+    last = start - 1
+    return best is not None and last - best[1] >= patience and last > 0
 
 
 def _tensorboard_available() -> bool:
@@ -149,7 +160,8 @@ def _prepare_output(out_dir: Path, run: Mapping[str, Any], start: int, *,
     if not resume:
         for folder in (BACKUP_DIR, PREVIEW_DIR, LOG_DIR):
             shutil.rmtree(out_dir / folder, ignore_errors=True)
-        for name in (HISTORY_FILE, BEST_MODEL, RUN_FILE):
+        # The card and model go too: they describe the run being discarded.
+        for name in (HISTORY_FILE, BEST_MODEL, RUN_FILE, MODEL_CARD, MODEL_FILE):
             (out_dir / name).unlink(missing_ok=True)
     # Rows logged after the backup (an epoch interrupted between the two) are redone.
     truncate_history(out_dir / HISTORY_FILE, start)
@@ -157,11 +169,35 @@ def _prepare_output(out_dir: Path, run: Mapping[str, Any], start: int, *,
         tmp.write_text(json.dumps(run, indent=1))
 
 
-def _save_model(model: keras.Model, path: Path) -> Path:
-    """Save a ``.keras`` file atomically (the temporary name keeps the suffix)."""
-    with atomic_file(path, overwrite=True) as tmp:
-        model.save(tmp)
-    return path
+def _save_model_and_card(model: keras.Model, out_dir: Path,
+                         card: Mapping[str, Any]) -> tuple[Path, Path]:
+    """Write ``model.keras`` and its card together, each atomically.
+
+    Both are complete under temporary names before either is renamed, the model first:
+    a failure leaves the previous pair (or no card), never a card of other weights.
+    """
+    model_path, card_path = out_dir / MODEL_FILE, out_dir / MODEL_CARD
+    with atomic_file(card_path, overwrite=True) as card_tmp, \
+            atomic_file(model_path, overwrite=True) as model_tmp:
+        model.save(model_tmp)
+        write_card(card_tmp, card)
+    return model_path, card_path
+
+
+def _complete(out_dir: Path, notes: list[str]) -> TrainResult | None:
+    """The result of a finished run in the folder, read back; None if it is not whole."""
+    model_path, card_path = out_dir / MODEL_FILE, out_dir / MODEL_CARD
+    if not (model_path.is_file() and card_path.is_file()):
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelCardError(f"unreadable model card ({err})", path=card_path) from err
+    training = card.get("training") or {}
+    return TrainResult(model_path=model_path, card_path=card_path,
+                       history=read_history(out_dir / HISTORY_FILE),
+                       best_epoch=training.get("best_epoch"),
+                       metrics=card.get("metrics") or {}, out_dir=out_dir, notes=notes)
 
 
 def train(
@@ -187,8 +223,12 @@ def train(
         What was written and measured.
 
     Raises:
-        TrainingError: The model has no weights (gap filling), or ``out_dir`` holds a run
-            of another network.
+        TrainingError: The model has no weights (gap filling).
+        RerunError: ``out_dir`` holds a run made with other settings (the message names
+            the setting and both values), or a run of more epochs than asked; nothing
+            is written.
+        OutputWriteError: A file could not be written (full disk...); it names the file
+            and the cause, and no truncated file is left.
         ModelConfigError: Unknown loss name.
         DatasetError: The dataset does not fit the model (keys, bands, patch size) or
             lacks a split.
@@ -207,19 +247,33 @@ def train(
     get_loss(loss_name, settings.carl_lambda)  # an unknown name fails before any work
     manifest = load_manifest(dataset)
     splits = _valid_splits(manifest, options.train_split, options.valid_splits, dataset)
-    # run.json: what a resumed run is checked against, and the card's training section.
-    run = {"model": config.model_dump(mode="json"), "dataset": str(dataset.resolve()),
-           "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-           "loss": loss_name, "carl_lambda": settings.carl_lambda, "seed": options.seed,
-           "mixed_precision": options.mixed_precision, "train_split": options.train_split,
-           "valid_splits": splits, "patience": options.patience,
-           "steps_per_epoch": options.steps_per_epoch, "augment": options.augment}
+    # run.json: what a rerun is checked against, and the card's training section.
+    run = run_record(
+        model=config.model_dump(mode="json"), dataset=dataset, manifest=manifest,
+        settings={"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                  "loss": loss_name, "carl_lambda": settings.carl_lambda,
+                  "seed": options.seed, "mixed_precision": options.mixed_precision,
+                  "train_split": options.train_split, "valid_splits": splits,
+                  "patience": options.patience, "steps_per_epoch": options.steps_per_epoch,
+                  "augment": options.augment})
 
     backup = out_dir / BACKUP_DIR
     history_path = out_dir / HISTORY_FILE
-    if options.resume:
-        _check_resumable(out_dir, run)
     start = backup_epoch(backup) if options.resume else 0
+    notes: list[str] = []
+    if options.resume:
+        # Before anything is built or written: a refused rerun leaves the folder as it was.
+        note = check_rerun(out_dir, read_run(out_dir / RUN_FILE), run, start)
+        notes += [note] if note else []
+        monitor = "val_loss" if splits else "loss"
+        if start >= epochs or _stopped(read_history(history_path), monitor, start,
+                                       options.patience):
+            done = _complete(out_dir, notes)
+            if done is not None:
+                done.notes.append(f"the run in {out_dir} is complete ({start} epochs"
+                                  f"{'' if start >= epochs else ', stopped early'}): "
+                                  "nothing to train, nothing written")
+                return done
 
     devices = accelerators()
     keras.utils.set_random_seed(options.seed)
@@ -247,15 +301,13 @@ def train(
         best = best_epoch(previous, monitor) if start else None
         last = start - 1
         wait = last - best[1] if best else 0
-        stopped = best is not None and wait >= options.patience and last > 0
+        stopped = _stopped(previous, monitor, start, options.patience)
         all_callbacks: list[keras.callbacks.Callback] = [SetEpoch(train_data)]
         if len(splits) > 1:
             all_callbacks.append(SplitValidation({s: valid[s] for s in splits[1:]}))
         all_callbacks += [
-            keras.callbacks.ModelCheckpoint(
-                out_dir / BEST_MODEL, monitor=monitor, mode="min", save_best_only=True,
-                initial_value_threshold=best[0] if best and (out_dir / BEST_MODEL).is_file()
-                else None),
+            BestCheckpoint(out_dir / BEST_MODEL, monitor,
+                           best[0] if best and (out_dir / BEST_MODEL).is_file() else None),
             ResumableEarlyStopping(
                 monitor=monitor, mode="min", patience=options.patience,
                 restore_best_weights=True, state=(best[0], best[1], wait) if best else None),
@@ -269,7 +321,7 @@ def train(
                 cloudy))
         all_callbacks += list(callbacks)
         # Last: a backup of epoch n means every record of epoch n is written.
-        all_callbacks.append(keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False))
+        all_callbacks.append(AtomicBackup(backup, delete_checkpoint=False))
         if start < epochs and not stopped:
             model.fit(train_data, validation_data=valid[splits[0]] if splits else None,
                       epochs=epochs, callbacks=all_callbacks,
@@ -283,18 +335,16 @@ def train(
     # The canonical model: float32 policy, best epoch's weights, no optimiser state.
     final, final_spec = build(config)
     if (out_dir / BEST_MODEL).is_file():
-        final.set_weights(keras.saving.load_model(out_dir / BEST_MODEL,
-                                                  compile=False).get_weights())
+        final.set_weights(read_keras(out_dir / BEST_MODEL).get_weights())
     else:
         final.set_weights(model.get_weights())
     metrics = {s: evaluate_model(final, final_spec, dataset, s, batch_size, cloudy=cloudy)
                for s in splits}
-    model_path = _save_model(final, out_dir / MODEL_FILE)
     card = model_card(final_spec, config, dataset_manifest=manifest, dataset_path=dataset,
                       metrics=metrics, seed=options.seed, history=history,
                       training={k: v for k, v in run.items() if k not in ("model", "dataset")}
                       | {"best_epoch": best[1] + 1 if best else None, "monitor": monitor})
-    card_path = write_card(out_dir / MODEL_CARD, card)
+    model_path, card_path = _save_model_and_card(final, out_dir, card)
     return TrainResult(model_path=model_path, card_path=card_path, history=history,
                        best_epoch=best[1] + 1 if best else None, metrics=metrics,
-                       out_dir=out_dir)
+                       out_dir=out_dir, notes=notes)

@@ -50,7 +50,10 @@ def test_options_are_checked_when_made() -> None:
     with pytest.raises(DatasetError, match="twice"):
         WriteOptions(bands10=("B04", "b4"))
     with pytest.raises(DatasetError, match="no band"):
-        WriteOptions(bands20=())
+        WriteOptions(bands10=())
+    assert WriteOptions(bands20=()).bands20 == ()  # no s2_20m key (10 m-only archives)
+    with pytest.raises(DatasetError, match="even"):
+        PlanOptions(3, patch_size=33)
     assert WriteOptions(bands10=("b4", "B8")).bands10 == ("B04", "B08")
     assert WriteOptions(dem_root="dems").dem_root == Path("dems")  # type: ignore[arg-type]
     with pytest.raises(DatasetError, match="positive"):

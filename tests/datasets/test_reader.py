@@ -1,19 +1,18 @@
-"""Reading datasets: samples, seeded shuffling and aligned augmentation, Keras, preview."""
+"""Reading datasets: samples, seeded shuffling and aligned augmentation, preview.
+
+The Keras adapter is :class:`decloud.training.data.Batches` (tests/training/test_data.py).
+"""
 
 from __future__ import annotations
 
-import pickle
-import sys
-import types
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
 from decloud.constants import S2_NODATA
-from decloud.datasets import TrainingDataset, augment_sample, preview, reader
+from decloud.datasets import TrainingDataset, augment_sample, preview
 from decloud.errors import DatasetError, OutputExistsError
 from tests.datasets.conftest import N
 
@@ -72,38 +71,6 @@ def test_shuffling_is_seeded_per_epoch(reference: Path) -> None:
     for i in range(N):
         np.testing.assert_array_equal(plain["s2_mask_t"][i], data[i]["s2_mask_t"])
     assert list(data.batches(3, drop_last=True))[-1]["s2_t"].shape[0] == 3
-
-
-def test_keras_adapter(reference: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = TrainingDataset(reference)
-    monkeypatch.setattr(reader, "_KERAS_CLASS", [])  # no adapter class built yet
-    monkeypatch.setitem(sys.modules, "keras", None)  # import keras then fails
-    with pytest.raises(DatasetError, match="keras is not installed"):
-        data.as_keras(4)
-
-    class PyDataset:  # the part of keras.utils.PyDataset the adapter relies on
-        def __init__(self, **kwargs: Any) -> None:
-            self.kwargs = kwargs
-
-    keras = types.ModuleType("keras")
-    keras.utils = types.SimpleNamespace(PyDataset=PyDataset)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "keras", keras)
-    batches = data.as_keras(3, inputs=["s2_t", "s1_t"], targets=["s2_target"], seed=2,
-                            workers=2)
-    assert PyDataset in type(batches).__mro__ and batches.kwargs == {"workers": 2}
-    assert len(batches) == 3
-    x, y = batches[2]
-    assert set(x) == {"s2_t", "s1_t"} and y["s2_target"].shape == (2, 32, 32, 2)
-    first = batches[0][0]["s2_t"]
-    expected = next(data.batches(3, keys=["s2_t"], seed=2, epoch=0))["s2_t"]
-    np.testing.assert_array_equal(first, expected)
-    batches.on_epoch_end()
-    expected = next(data.batches(3, keys=["s2_t"], seed=2, epoch=1))["s2_t"]
-    np.testing.assert_array_equal(batches[0][0]["s2_t"], expected)
-    # Keras pickles the dataset to its worker processes.
-    copy = pickle.loads(pickle.dumps(batches))
-    assert copy.epoch == 1 and len(copy) == 3
-    np.testing.assert_array_equal(copy[0][0]["s2_t"], expected)
 
 
 def test_preview_writes_a_png(reference: Path, tmp_path: Path) -> None:

@@ -181,7 +181,7 @@ def test_dem_and_default_bands(catalog: Catalog, tmp_path: Path) -> None:
         "name: dem-test\nacquisitions:\n  t:\n    reference: true\n    s2: {cloud: [0, 100]}\n"
         "  target:\n    window_hours: [-500, 500]\n    s2: {cloud: [0, 0]}\ndem: true\n")
     plan = plan_dataset(catalog, load_layout(tmp_path / "dem.yaml"),
-                        PlanOptions(3, ("T33TVM",), seed=0))
+                        PlanOptions(3, ("T33TVM",), seed=0, patch_size=48))
     out = write_dataset(catalog, plan, tmp_path / "ds",
                         WriteOptions(patch_size=48, shard_size=8, progress=False))
     data = TrainingDataset(out)

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pytest
 
 from decloud.constants import S2_NODATA, MaskClass
 from decloud.evaluation import PooledMetrics, cloud_at
-from decloud.models.metrics import METRIC_NAMES, evaluate
+from decloud.models.metrics import METRIC_NAMES, PIXEL_COUNTS, evaluate
+
+
+def assert_same_metrics(got: Mapping[str, float | int | None],
+                        expected: Mapping[str, float | int | None], *, rel: float = 1e-9,
+                        abs: float = 1e-12) -> None:
+    """Equal keys, None (empty regions) at the same names, the numbers close."""
+    assert set(got) == set(expected)
+    assert {k for k, v in got.items() if v is None} == \
+        {k for k, v in expected.items() if v is None}
+    numbers = [k for k, v in expected.items() if v is not None]
+    assert {k: got[k] for k in numbers} == pytest.approx(
+        {k: expected[k] for k in numbers}, rel=rel, abs=abs)
 
 
 def _images(rng: np.random.Generator, n: int, size: int, channels: int = 3
@@ -33,8 +47,8 @@ def test_pooled_batches_equal_one_evaluation(batch: int) -> None:
         pooled.add(target[part], prediction[part], cloud[part])
     whole = evaluate(target, prediction, cloud=cloud)
     result = pooled.result()
-    assert list(result) == list(METRIC_NAMES)
-    assert result == pytest.approx(whole, rel=1e-9, abs=1e-12)
+    assert list(result) == [*METRIC_NAMES, *PIXEL_COUNTS]
+    assert_same_metrics(result, whole)
     assert whole["mae_masked"] > 0 and whole["ssim"] > 0  # not a vacuous comparison
 
 
@@ -44,8 +58,11 @@ def test_pooled_without_clouds_and_empty() -> None:
     pooled = PooledMetrics()
     pooled.add(target[:2], prediction[:2], None)
     pooled.add(target[2:], prediction[2:], None)
-    assert pooled.result() == pytest.approx(evaluate(target, prediction), rel=1e-9, abs=1e-12)
-    assert PooledMetrics().result() == dict.fromkeys(METRIC_NAMES, 0.0)
+    assert_same_metrics(pooled.result(), evaluate(target, prediction))
+    assert pooled.result()["mae_masked"] is None and pooled.result()["pixels_masked"] == 0
+    # Nothing pooled: no values (not a perfect 0.0) and pixel counts of 0.
+    assert PooledMetrics().result() == dict.fromkeys(METRIC_NAMES) | dict.fromkeys(
+        PIXEL_COUNTS, 0)
 
 
 def test_cloud_at_counts_cloud_classes_and_pools_to_20m() -> None:

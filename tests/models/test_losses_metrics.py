@@ -14,6 +14,7 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from decloud.constants import S2_NODATA
+from decloud.errors import ArgumentError
 from decloud.models.config import ModelConfigError
 from decloud.models.losses import (
     CARLLoss,
@@ -27,6 +28,7 @@ from decloud.models.losses import (
 from decloud.models.metrics import (
     KINDS,
     METRIC_NAMES,
+    PIXEL_COUNTS,
     REGIONS,
     ReconstructionMetric,
     batch_metric,
@@ -168,7 +170,7 @@ def test_pack_targets_layout() -> None:
         pack_targets(batch, {"s2_target": 3})
     with pytest.raises(ValueError, match="neither"):
         pack_targets(batch, {"s1_target": 2})
-    with pytest.raises(KeyError):
+    with pytest.raises(ArgumentError, match="no target 's2_other'"):
         pack_targets(batch, {"s2_other": 4})
 
 
@@ -228,7 +230,10 @@ def test_psnr_ssim_sam_match_references() -> None:
         assert ev[name] == pytest.approx(expected, rel=1e-9 if name != "sam" else 1e-7)
     # ``clear`` is every valid pixel of an image without clouds in evaluate.
     for kind in KINDS:
-        assert ev[f"{kind}_clear"] == ev[kind] and ev[f"{kind}_masked"] == 0.0
+        assert ev[f"{kind}_clear"] == ev[kind] and ev[f"{kind}_masked"] is None
+    # The empty region says so: no value, a pixel count of 0.
+    n, h, w = case["target"].shape[:3]
+    assert (ev["pixels"], ev["pixels_clear"], ev["pixels_masked"]) == (n * h * w, n * h * w, 0)
 
 
 def test_regions_select_the_right_pixels() -> None:
@@ -266,8 +271,10 @@ def test_empty_regions_and_perfect_predictions() -> None:
     y = packed(case)
     ev = evaluate(case["target"], case["pred"], case["mask"])
     for kind in KINDS:
+        # Keras logs stay numeric (curves, early stopping); evaluate says "nothing".
         assert metric_value(f"{kind}_masked", y, case["pred"]) == 0.0
-        assert ev[f"{kind}_masked"] == 0.0
+        assert ev[f"{kind}_masked"] is None
+    assert ev["pixels_masked"] == 0 and ev["pixels_clear"] == ev["pixels"] == 16 * 16
     perfect = case["target"].astype(np.float32)
     assert metric_value("psnr", y, perfect) == pytest.approx(100.0)
     assert metric_value("sam", y, perfect) == pytest.approx(0.0, abs=1e-3)
@@ -367,7 +374,8 @@ def test_evaluate_single_image_and_mask_shapes() -> None:
     assert binary == pytest.approx(batched, rel=1e-12)
     assert batched["psnr_image"] == pytest.approx(batched["psnr"], rel=1e-12)
     no_data = evaluate(case["target"][0], case["pred"][0], valid=np.zeros((24, 24), bool))
-    assert all(v == 0.0 for v in no_data.values())
+    assert all(no_data[name] is None for name in METRIC_NAMES)
+    assert all(no_data[name] == 0 for name in PIXEL_COUNTS)
     with pytest.raises(ValueError, match="does not fit"):
         evaluate(case["target"][0], case["pred"][0], np.zeros((12, 12), bool))
     with pytest.raises(ValueError, match="must be equal"):
@@ -378,5 +386,5 @@ def test_ssim_of_images_smaller_than_the_window() -> None:
     case = random_case(seed=8, n=2, h=8, w=8)  # e.g. the 20 m output of a 16 px patch
     y = packed(case)
     assert metric_value("ssim", y, case["pred"]) == 0.0
-    assert evaluate(case["target"], case["pred"])["ssim"] == 0.0
+    assert evaluate(case["target"], case["pred"])["ssim"] is None  # no complete window
     assert metric_value("mae", y, case["pred"]) > 0

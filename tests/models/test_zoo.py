@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
 
-from decloud.models import build, get_config, list_configs
+from decloud.errors import ModelInputSizeError
+from decloud.models import build, export, get_config, list_configs
 from decloud.models.config import ModelConfig, UNetConfig
 
 CHANNELS = {"s2": 4, "s2_20m": 6, "s1": 2}
@@ -171,3 +173,31 @@ def test_same_model_code_on_jax() -> None:
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "jax (1, 16, 16, 4)" in proc.stdout
+
+
+# --- geometry of tiled runs: the spec's margin and crops, the checked entry point ----
+
+def tiny(name: str) -> tuple[Any, Any]:
+    config = get_config(name).model_copy(deep=True)
+    net = config.network
+    if isinstance(net, UNetConfig):
+        net.widths = [4, 8, 8]
+    elif hasattr(net, "features"):
+        net.features, net.blocks = 8, 2  # type: ignore[union-attr]
+    return build(config)
+
+
+@pytest.mark.parametrize("name", ["ssop_unet", "msop_allbands", "dsen2cr", "gapfill"])
+def test_margin_and_crops_are_properties_of_the_spec(name: str) -> None:
+    _, spec = tiny(name)
+    k, rf, m = spec.size_multiple, spec.receptive_field, spec.margin
+    # Half the receptive field, rounded up to the size multiple, at least one multiple.
+    assert m % k == 0 and m >= k and 2 * m >= rf - 1 and m - k < max(rf / 2, k)
+    crops = spec.crops()
+    for key, out in spec.outputs.items():
+        assert crops[key] * out.resolution / 10.0 == m  # 20 m outputs: half as many px
+    assert export.default_margin(spec) == m  # the exporter takes it from the spec
+    assert spec.describe()["margin_px"] == m  # and the model card records it
+    if k > 1:
+        with pytest.raises(ModelInputSizeError, match=f"multiple of the size multiple {k}"):
+            spec.crops(k + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -56,3 +57,45 @@ def test_target_keys_follow_each_output_kind() -> None:
     _, spec = build(config)
     assert target_keys(spec, "t") == ["s2_target", "s2_20m_target", "s2_t", "s2_20m_t",
                                       "s2_mask_t"]
+
+
+def test_fit_epoch_k_draws_the_dataset_epoch_k(tiny: ModelConfig, dataset: Path) -> None:
+    # Real Keras drives Batches (the one adapter; the datasets' own as_keras, gone, trained
+    # epoch k on epoch k + 1's draw because Keras calls on_epoch_end once before fitting).
+    import keras
+
+    from decloud.training.callbacks import SetEpoch
+
+    model, spec = build(tiny)
+    data = TrainingDataset(dataset, "train")
+
+    class Recording(Batches):
+        """Batches that log, for every batch Keras takes, Keras' epoch and the samples."""
+
+        keras_epoch: ClassVar[int] = -1
+        fed: ClassVar[list[tuple[int, int, tuple[int, ...]]]] = []
+
+        def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray],
+                                                    dict[str, np.ndarray]]:
+            chunk = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+            self.fed.append((self.keras_epoch, index, tuple(int(i) for i in chunk)))
+            return super().__getitem__(index)
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            Recording.keras_epoch = epoch
+
+    batches = Recording(data, spec, 6, "t", shuffle=True, augment=True, seed=2)
+    def l1(channels: int) -> Any:
+        return lambda y, p: keras.ops.mean(keras.ops.abs(p - y[..., :channels]))
+
+    model.compile(optimizer="sgd", loss={k: l1(s.channels) for k, s in spec.outputs.items()})
+    model.fit(batches, epochs=3, verbose=0, callbacks=[SetEpoch(batches), Clock()])
+    fitted = [(e, i, chunk) for e, i, chunk in Recording.fed if e >= 0]
+    assert sorted({e for e, _, _ in fitted}) == [0, 1, 2]
+    for epoch, index, chunk in fitted:
+        expected = data.order(shuffle=True, seed=2, epoch=epoch)[index * 6:(index + 1) * 6]
+        assert chunk == tuple(int(i) for i in expected), (epoch, index)
+    # Each epoch is a different draw.
+    firsts = {e: chunk for e, i, chunk in fitted if i == 0}
+    assert len(set(firsts.values())) == 3

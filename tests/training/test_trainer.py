@@ -27,8 +27,9 @@ from decloud.evaluation import evaluate_model
 from decloud.models import build, get_config, list_configs
 from decloud.models.card import card_spec, load_model
 from decloud.models.config import ModelConfig
-from decloud.models.metrics import METRIC_NAMES, evaluate
+from decloud.models.metrics import KINDS, METRIC_NAMES, PIXEL_COUNTS, evaluate, metric_name
 from decloud.training import Batches, TrainOptions, TrainResult, read_history, train
+from tests.evaluation.test_pooled import assert_same_metrics
 
 # Keras' own get_weights() on TensorFlow variables (EarlyStopping), not decloud's.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -115,7 +116,7 @@ def test_resume_continues_from_the_backup(run: Run, tiny: ModelConfig, dataset: 
     # Another network cannot resume this run.
     other = tiny.model_copy(deep=True)
     other.network.widths = [4, 8]  # type: ignore[union-attr]
-    with pytest.raises(TrainingError, match="another network"):
+    with pytest.raises(TrainingError, match="another model configuration"):
         train(other, dataset, out, TrainOptions(epochs=5, **FAST))
 
 
@@ -130,7 +131,7 @@ def test_model_and_card_load_back(run: Run, dataset: Path) -> None:
     assert card["training"]["samples"] == {"train": 18, "valid": 6}
     assert card["training"]["layout"] == "demo-os2-belgium"
     assert card["software"]["keras"] == keras.__version__
-    assert set(card["metrics"]["valid"]) == set(METRIC_NAMES)
+    assert set(card["metrics"]["valid"]) == {*METRIC_NAMES, *PIXEL_COUNTS}
     spec = card_spec(card)
     assert card["params"] == spec.params == model.count_params()
     # The same predictions as the best checkpoint (the weights kept).
@@ -140,7 +141,7 @@ def test_model_and_card_load_back(run: Run, dataset: Path) -> None:
     np.testing.assert_allclose(model.predict_on_batch(x)["s2_target"],
                                best.predict_on_batch(x)["s2_target"], rtol=1e-6, atol=1e-3)
     again = evaluate_model(model, spec, dataset, "valid", batch_size=4)
-    assert again == pytest.approx(run.result.metrics["valid"])
+    assert_same_metrics(again, run.result.metrics["valid"], rel=1e-6, abs=1e-12)
     # Keras' epoch-pooled validation metrics agree with the numpy evaluation.
     best_row = run.result.best_epoch - 1  # type: ignore[operator]
     assert again["psnr"] == pytest.approx(run.result.history["val_psnr"][best_row], rel=1e-4)
@@ -154,14 +155,19 @@ def test_gapfill_is_evaluated_not_trained(dataset: Path, tmp_path: Path) -> None
     dt = data.batch(range(len(data)), keys=["dt_tm1", "dt_t", "dt_tp1"])
     assert (dt["dt_tm1"] < 0).all() and (dt["dt_t"] == 0).all() and (dt["dt_tp1"] > 0).all()
     metrics = evaluate_model(model, spec, dataset, "valid", batch_size=4)
-    assert set(metrics) == set(METRIC_NAMES)
-    assert all(np.isfinite(v) for v in metrics.values()) and metrics["mae"] > 0
+    assert set(metrics) == {*METRIC_NAMES, *PIXEL_COUNTS}
+    # The demo's valid split has no clear pixel under its cloudy acquisition: its
+    # "clear" metrics say so (None, 0 pixels) instead of a perfect-looking 0.0.
+    assert metrics["pixels_clear"] == 0 and metrics["pixels_masked"] == metrics["pixels"] > 0
+    assert all(metrics[metric_name(kind, "clear")] is None for kind in KINDS)
+    assert all(np.isfinite(v) for k, v in metrics.items() if not k.endswith("_clear"))
+    assert metrics["mae"] > 0
     # Pooled over batches as one evaluation of the whole split.
     whole = data.batch(range(len(data)), keys=data.keys + data.derived_keys)
     x = Batches(data, spec, len(data), "t").model_inputs(whole)
     expected = evaluate(whole["s2_target"], model.predict_on_batch(x)["s2_target"],
                         cloud=whole["s2_mask_t"])
-    assert metrics == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert_same_metrics(metrics, expected, rel=1e-6, abs=1e-9)
     with pytest.raises(TrainingError, match="no weights"):
         train(config, dataset, tmp_path / "gapfill", TrainOptions(**FAST))
 
