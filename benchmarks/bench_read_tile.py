@@ -724,6 +724,15 @@ def _previous(path: Path) -> dict[str, Any]:
     return dict(formats) if old.get("scene_version") == SCENE_VERSION and formats else {}
 
 
+def _previous_profile(path: Path) -> str | None:
+    """The profile report an earlier run wrote, kept by runs that do not profile."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")).get("profile_file")
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, str) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build (or reuse) the scenes, time the methods, write the result files."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
@@ -754,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     digest = source_digest()  # before and after: others may edit decloud meanwhile
     json_path = args.results / "read_tile.json"
     measured = _previous(json_path)
-    profile_file = None
+    profile_file = _previous_profile(json_path) if measured else None
     if args.profile:
         profile_path = args.results / "read_tile_profile.txt"
         profile_path.unlink(missing_ok=True)

@@ -14,6 +14,10 @@ XML, GDAL errors) are caught by name too, so one bad product never stops a scan 
 thousands. With ``check_files`` every band and mask file of each product is also
 opened and its last block read (:func:`decloud.products.checks.check_files`), so a
 truncated or deleted file is reported here rather than in ``stack``.
+
+Each problem records the root it was found under (:attr:`ScanProblem.sensor`), so
+that :meth:`Archive.broken_s1` and :meth:`Archive.broken_dems` can tell ``stack`` that
+a source it would have used exists but cannot be read, which is not its absence.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ __all__ = [
     "ExtentError",
     "GdalConfigError",
     "GridError",
+    "InferenceError",
     "InputError",
     "KeyGrammarError",
     "LayoutError",
@@ -136,6 +137,10 @@ class DemCoverageError(ExtentError):
 
 class WindowAlignmentError(GridError):
     """A window cannot be carried to a coarser grid: odd offsets or sizes for 20 m keys."""
+
+
+class InferenceError(DecloudError):
+    """A scene cannot be processed as asked (a method, its options or a block failed)."""
 
 
 class InputError(DecloudError):

@@ -49,6 +49,8 @@ from decloud.constants import (
     MASK_NODATA,
     S1_NODATA,
     S1_POLARISATIONS,
+    S2_10M_BANDS,
+    S2_20M_BANDS,
     S2_BANDS,
     S2_NODATA,
     S2_RGB,
@@ -59,6 +61,7 @@ from decloud.env import ensure_env
 from decloud.errors import (
     BrokenSourceError,
     DecloudError,
+    MissingBandError,
     OutputWriteError,
     SkippedSourceWarning,
 )
@@ -168,6 +171,31 @@ def _sources(archive: Archive, tile: str, s2: S2Product, max_gap: timedelta,
     return _Sources(s1, dem, broken)
 
 
+def _default_bands(s2: S2Product) -> tuple[str, ...]:
+    """The bands a product has, when they form a whole set: 10 m only, or all ten.
+
+    A product with part of the 10 m or of the 20 m bands has lost a file (a deleted
+    band): that is a :class:`~decloud.errors.MissingBandError` naming what is missing,
+    not a stack quietly without it.
+    """
+    missing_files = list(getattr(s2, "missing_files", None) or [])
+    if missing_files:
+        names = ", ".join(Path(m).name for m in missing_files)
+        raise MissingBandError(f"the metadata declares {len(missing_files)} image file(s) the "
+                               f"product lacks: {names} (pass --bands to stack the others)",
+                               path=s2.path, field=Path(missing_files[0]).name)
+    has = set(s2.bands)
+    for group in (S2_10M_BANDS, S2_20M_BANDS):
+        absent = [b for b in group if b not in has]
+        if absent and (group is S2_10M_BANDS or len(absent) < len(group)):
+            raise MissingBandError(
+                f"band {absent[0]!r} is not in this product (it has "
+                f"{', '.join(b for b in S2_BANDS if b in has)}; missing: {', '.join(absent)}): "
+                "a product has the four 10 m bands, or all ten; pass --bands to stack the "
+                "others", path=s2.path, field=absent[0])
+    return tuple(b for b in S2_BANDS if b in has)
+
+
 def _s1_gap(path: Path, s2: S2Product) -> timedelta:
     from decloud.products.s1tiling import parse_s1_name
 
@@ -175,8 +203,11 @@ def _s1_gap(path: Path, s2: S2Product) -> timedelta:
     return abs(parsed["acquired"] - s2.acquired) if parsed else timedelta.max
 
 
-def _write_failure(folder: Path, err: OutputWriteError | OSError) -> OutputWriteError:
-    """One error naming the stack folder and the cause (a full disk: "no space left")."""
+def _write_failure(folder: Path, err: OutputWriteError) -> OutputWriteError:
+    """One error naming the stack folder and the cause (a full disk: "no space left").
+
+    GDAL reports a full disk in its own words: its message is searched too.
+    """
     causes: list[BaseException] = []
     current: BaseException | None = err
     while current is not None and current not in causes:
@@ -184,8 +215,8 @@ def _write_failure(folder: Path, err: OutputWriteError | OSError) -> OutputWrite
         current = current.__cause__ or current.__context__
     full = any(isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT)
                for c in causes) or any("no space left" in str(c).lower() for c in causes)
-    cause = "no space left on device" if full else (
-        err.message if isinstance(err, OutputWriteError) else str(err))
+    inner = f"{Path(err.path).name}: " if err.path and Path(err.path) != folder else ""
+    cause = "no space left on device" if full else f"{inner}{err.message}"
     return OutputWriteError(f"writing the stack failed, nothing was written: {cause}",
                             path=folder)
 
@@ -214,8 +245,10 @@ def build_stack(
         out_dir: Parent folder of the stack folder.
         resolution: 10 (the S2 10 m grid) or 20 m.
         s1_max_gap: Largest S1-S2 time gap; the closest S1 image within it is used.
-        bands: S2 bands to stack; when None, those of :data:`S2_BANDS` the product has
-            (a 10 m-only product: B02, B03, B04, B08).
+        bands: S2 bands to stack; when None, the bands the product has: all ten, or the
+            four 10 m ones of a 10 m-only product (B02, B03, B04, B08). A product with
+            part of either set (a deleted band file) is then a
+            :class:`~decloud.errors.MissingBandError` naming the missing bands.
         window_size: Side of the windows streamed.
         overwrite: Replace an existing stack folder.
         progress: Show a progress bar.
@@ -235,7 +268,7 @@ def build_stack(
     sources = _sources(archive, tile, s2, s1_max_gap, skip_broken_sources)
     s1, dem = sources.s1, sources.dem
     if bands is None:
-        bands = tuple(b for b in S2_BANDS if b in s2.bands)
+        bands = _default_bands(s2)
     bands = tuple(normalize_band_name(b) for b in bands)
     for b in bands:
         s2.band(b)  # raises MissingBandError naming the product and band
@@ -253,7 +286,7 @@ def build_stack(
     try:
         files = _write(result, grid, keys, products, inputs, dates, window_size, overwrite,
                        progress)
-    except (OutputWriteError, OSError) as err:
+    except OutputWriteError as err:  # atomic_dir and the COG writers turn OSErrors into it
         raise _write_failure(result.folder, err) from err
     result.files = {k: result.folder / v.name for k, v in files.items()}
     return result

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from decloud.datasets import PlanOptions, WriteOptions, plan_dataset, write_dataset
-from decloud.datasets.preview import preview
+from decloud.datasets import PlanOptions, WriteOptions, plan_dataset, preview, write_dataset
 from decloud.datasets.reader import load_manifest
 from decloud.index.catalog import Catalog
 from decloud.index.samplers import SAMPLERS

@@ -48,11 +48,13 @@ def count(file: Path, folder: Path, tiles: tuple[str, ...], seed: int) -> None:
     spec = load_layout(file).resolve(np.random.default_rng(seed))
     with Catalog.open(folder) as catalog:
         names = [normalize_tile(t) for t in tiles] or catalog.tiles()
+        # Loaded first: a tile the catalog lacks fails before the table starts.
+        stacks = {tile: TileStack.load(catalog, tile) for tile in names}
         click.echo(f"{'tile':8s} {'tuples':>12s} {'positions':>10s} {'of':>8s} "
                    f"{'references':>10s}")
         total = 0
         for tile in names:
-            search = TupleSearch(TileStack.load(catalog, tile), spec)
+            search = TupleSearch(stacks[tile], spec)
             per_ref = search.tuple_counts_by_reference()
             counts = per_ref.sum(axis=0)
             total += int(counts.sum())

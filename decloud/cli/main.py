@@ -19,6 +19,7 @@ from decloud.cli.info import info
 from decloud.cli.inventory import inventory
 from decloud.cli.layout import layout
 from decloud.cli.models import models
+from decloud.cli.process import process
 from decloud.cli.quicklook import quicklook
 from decloud.cli.stack import stack
 from decloud.cli.train import train
@@ -60,3 +61,4 @@ cli.add_command(dataset)
 cli.add_command(export)
 cli.add_command(models)
 cli.add_command(train)
+cli.add_command(process)

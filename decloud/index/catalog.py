@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import rtree
 from rasterio.crs import CRS
+from rtree.exceptions import RTreeError
 from tqdm import tqdm
 
 from decloud.archive import PRODUCT_FAULTS, Archive, fault_reason
@@ -141,7 +142,13 @@ class Catalog:
 
     @classmethod
     def create(cls, folder: str | Path, *, patch_size: int = 64) -> Catalog:
-        """Create an empty catalog (the folder may exist but must hold no catalog)."""
+        """Create an empty catalog (the folder may exist but must hold no catalog).
+
+        Raises:
+            CatalogError: A catalog exists already, or the patch size is invalid.
+            OutputWriteError: The database cannot be written (full disk...): no
+                half-made catalog is left.
+        """
         folder = Path(folder)
         if (folder / "catalog.sqlite").exists():
             raise CatalogError("a catalog exists already here (use `decloud index add`)",
@@ -150,13 +157,24 @@ class Catalog:
             raise CatalogError(f"patch size must be a positive even number, not {patch_size}",
                                path=folder, field="patch_size")
         folder.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(folder / "catalog.sqlite", isolation_level=None)
-        db.executescript(_SCHEMA)
-        db.executemany("INSERT INTO meta VALUES (?, ?)", [
-            ("schema_version", str(SCHEMA_VERSION)), ("patch_size", str(patch_size)),
-            ("stats_resolution", str(STATS_RESOLUTION)),
-            ("created", datetime.now(UTC).isoformat(timespec="seconds"))])
-        db.close()
+        path = folder / "catalog.sqlite"
+        try:
+            db = sqlite3.connect(path, isolation_level=None)
+            try:
+                db.executescript(_SCHEMA)
+                db.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    ("schema_version", str(SCHEMA_VERSION)), ("patch_size", str(patch_size)),
+                    ("stats_resolution", str(STATS_RESOLUTION)),
+                    ("created", datetime.now(UTC).isoformat(timespec="seconds"))])
+            finally:
+                db.close()
+        except (sqlite3.Error, OSError) as err:
+            # A catalog without its meta rows would be refused later: leave none.
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            cause = "no space left on device" if _disk_full(err) else "writing failed"
+            raise OutputWriteError(f"the catalog could not be created, nothing was left: "
+                                   f"{cause} ({err})", path=path) from err
         return cls.open(folder)
 
     @classmethod
@@ -415,14 +433,23 @@ class Catalog:
                 self._rollback(err)
                 if _disk_full(err):
                     raise OutputWriteError(
-                        f"adding {path} failed, the catalog keeps what it held: no space "
-                        f"left on device ({err})", path=self.folder / "catalog.sqlite",
+                        f"adding {path} failed, none of it was kept: no space left on "
+                        f"device ({err})", path=self.folder / "catalog.sqlite",
                         field="products") from err
                 raise
-            index = self._rtree()
             t = _days(acquired)
-            index.insert(pid, (west, south, t, east, north, t))
-            index.close()
+            try:
+                index = self._rtree()
+                try:
+                    index.insert(pid, (west, south, t, east, north, t))
+                finally:
+                    index.close()
+            except (OSError, RTreeError) as err:
+                # SQLite holds the product: the R-tree is rebuilt from it at next open.
+                raise OutputWriteError(
+                    f"the R-tree could not be updated ({err}); the catalog holds {path} "
+                    "and rebuilds its R-tree when it next opens", path=self.folder / "rtree.idx",
+                    field="rtree") from err
         return pid
 
     def _rollback(self, cause: BaseException) -> None:

@@ -33,8 +33,10 @@ class TrainOptions:
         patience: Epochs without improvement of the monitored loss before stopping.
         steps_per_epoch: Batches per epoch (default: the whole train split).
         augment: Random rotations and flips of the train samples.
-        resume: Continue the run found in the output folder; False starts over (its
-            backup, history, previews, logs and best checkpoint are removed first).
+        resume: Continue the run found in the output folder, which must have been made
+            with the same settings (more ``epochs`` excepted, see
+            :mod:`decloud.training.rundir`); False starts over (its backup, history,
+            previews, logs, checkpoint, model and card are removed first).
         previews: Write ``previews/epoch_NNN.png`` after each epoch.
         tensorboard: Write TensorBoard logs to ``logs/``.
         progress: Show Keras' progress bar.

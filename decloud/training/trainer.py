@@ -268,8 +268,9 @@ def train(
         monitor = "val_loss" if splits else "loss"
         if start >= epochs or _stopped(read_history(history_path), monitor, start,
                                        options.patience):
-            done = _complete(out_dir, notes)
+            done = _complete(out_dir, [])
             if done is not None:
+                # Not "continuing": early stopping ended the run, more epochs add nothing.
                 done.notes.append(f"the run in {out_dir} is complete ({start} epochs"
                                   f"{'' if start >= epochs else ', stopped early'}): "
                                   "nothing to train, nothing written")

@@ -10,7 +10,7 @@ import pytest
 from rasterio.warp import transform_bounds
 
 from decloud.datasets import DatasetPlan, PlanOptions, plan_dataset
-from decloud.datasets.plan import allocate, derive_seed
+from decloud.datasets.plan import allocate, derive_seed, patch_stack
 from decloud.errors import DatasetError
 from decloud.index.catalog import Catalog
 from decloud.index.search import TileStack
@@ -122,3 +122,47 @@ def test_roi_splits(catalog: Catalog, layout: Layout, tmp_path: Path) -> None:
     plan = plan_dataset(catalog, layout, PlanOptions(5, (TILE,), seed=0, rois=rois))
     assert plan.counts() == {"everywhere": 5, "elsewhere": 0}
     assert plan.split_config["kind"] == "rois"
+
+
+@pytest.mark.parametrize("patch_size", [64, 96, 40])
+def test_patch_statistics_equal_a_pixel_by_pixel_count(catalog: Catalog,
+                                                       patch_size: int) -> None:
+    # Random cell statistics, spread on pixels (a cell's pixels alike, past the cell grid
+    # nodata), then counted in each sample window the writer reads (PatchGrid.window).
+    stack = TileStack.load(catalog, TILE)
+    rng = np.random.default_rng(0)
+    stack.s2_cloud = rng.integers(0, 101, stack.s2_cloud.shape)
+    stack.s2_nodata = np.where(rng.random(stack.s2_nodata.shape) < 0.5, 0,
+                               rng.integers(0, 101, stack.s2_nodata.shape))
+    stack.s1_nodata = rng.integers(0, 101, stack.s1_nodata.shape)
+    out = patch_stack(stack, patch_size)
+    cell = stack.patches.patch_size
+    rows, cols = stack.patches.shape
+
+    def pixels(per_cell: np.ndarray, outside: float) -> np.ndarray:
+        spread = np.repeat(np.repeat(per_cell / 100.0, cell, axis=0), cell, axis=1)
+        return np.pad(spread, patch_size, constant_values=outside)
+
+    def windows() -> list[tuple[int, int, tuple[slice, slice]]]:
+        out = []
+        for r in range(rows):
+            for c in range(cols):
+                w = stack.patches.window(r, c, patch_size)
+                top, left = int(w.row_off) + patch_size, int(w.col_off) + patch_size
+                out.append((r, c, np.s_[top:top + patch_size, left:left + patch_size]))
+        return out
+
+    cuts = windows()
+    for p in range(len(stack.s2)):
+        nodata = pixels(stack.s2_nodata[p], 1.0)
+        cloudy = pixels(stack.s2_cloud[p], 0.0) * (1.0 - nodata)
+        for r, c, cut in cuts:
+            valid = (1.0 - nodata[cut]).sum()
+            expected = 100 * cloudy[cut].sum() / valid if valid > 0 else 0.0
+            assert out.s2_nodata[p, r, c] == pytest.approx(100 * nodata[cut].mean(), abs=1e-9)
+            assert out.s2_cloud[p, r, c] == pytest.approx(expected, abs=1e-9)
+    for q in range(len(stack.s1)):
+        nodata = pixels(stack.s1_nodata[q], 1.0)
+        for r, c, cut in cuts:
+            assert out.s1_nodata[q, r, c] == pytest.approx(100 * nodata[cut].mean(), abs=1e-9)
+    assert patch_stack(stack, cell) is stack  # cells vouch for themselves

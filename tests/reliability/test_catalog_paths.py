@@ -85,3 +85,10 @@ def test_a_catalog_with_relative_paths_is_refused_clearly(built: Path) -> None:
     result = run("layout", "count", str(LAYOUT), "--catalog", str(built))
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "rebuild it" in result.output
+
+
+def test_a_tile_not_in_the_catalog_is_one_line(built: Path) -> None:
+    result = run("layout", "count", str(LAYOUT), "--catalog", str(built), "--tile", "T31TCJ")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1, result.output  # no table header before it
+    assert "tile T31TCJ is not in the catalog (tiles: T29UPU, T31UFS" in result.output

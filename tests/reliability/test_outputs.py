@@ -19,7 +19,8 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+import rtree
+import tensorflow as tf  # type: ignore[import-untyped]
 import yaml
 from click.testing import CliRunner, Result
 
@@ -306,3 +307,52 @@ def test_gdal_lines_do_not_reach_the_terminal(tmp_path: Path) -> None:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"Error: CorruptRasterError: {band}: ")
     assert "truncated" in lines[0]
+
+
+def test_index_build_when_the_rtree_cannot_be_written(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise rtree.exceptions.RTreeError("Error in \"Index_InsertData\": No space left on device")
+
+    monkeypatch.setattr(rtree.index.Index, "insert", full_disk)
+    folder = tmp_path / "catalog"
+    result = run("index", "build", "--archive", str(ARCHIVE), "--catalog", str(folder))
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert line.startswith(f"Error: OutputWriteError: {folder / 'rtree.idx'} [rtree]: ")
+    assert "No space left on device" in line and "decloud index add" in line
+    # SQLite kept the one product it committed; the R-tree is rebuilt when it opens.
+    with Catalog.open(folder) as catalog:
+        assert catalog.count() == 1 and len(catalog.search()) == 1
+
+
+class _FullAtCreation:
+    """A SQLite connection on a disk that fills while the schema is written."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def executescript(self, script: str) -> None:
+        self.db.executescript(script.split(";")[0] + ";")  # a part of the file is written
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def test_index_build_on_a_full_disk_leaves_no_half_made_catalog(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: _FullAtCreation(connect(*a, **k)))
+    folder = tmp_path / "catalog"
+    result = run("index", "build", "--archive", str(ARCHIVE), "--catalog", str(folder))
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    line = one_line(result)
+    assert line.startswith(f"Error: OutputWriteError: {folder / 'catalog.sqlite'}: ")
+    assert "no space left on device" in line
+    assert list(folder.glob("catalog.sqlite*")) == []
+    # Once there is space again, the same command builds the catalog.
+    result = run("index", "build", "--archive", str(ARCHIVE), "--catalog", str(folder))
+    assert result.exit_code == 0, result.output

@@ -210,3 +210,26 @@ def test_a_full_disk_during_the_final_save_keeps_model_and_card_paired(
     for name in ("model.keras", "model_card.json"):
         assert file_identity(out / name) == before[name]
     assert not [p.name for p in out.rglob(".*") if "tmp" in p.name]
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_the_backup_leaves_no_truncated_weights(
+        tiny_file: Path, dataset: Path, tmp_path: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "backup_full"
+
+    def full_disk(self: keras.Model, filepath: Any, *args: Any, **kwargs: Any) -> None:
+        Path(filepath).write_bytes(b"\x89HDF half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+
+    monkeypatch.setattr(keras.Model, "save_weights", full_disk)
+    result = _train("--model", str(tiny_file), "--dataset", str(dataset), "--out", str(out),
+                    "--epochs", "1")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    weights = out / "backup" / "latest.weights.h5"
+    assert lines[0].startswith(f"Error: OutputWriteError: {weights}: ")
+    assert "no space left on device" in lines[0]
+    assert not weights.exists() and not (out / "backup" / "training_metadata.json").exists()
+    assert not [p.name for p in out.rglob(".*") if "tmp" in p.name]

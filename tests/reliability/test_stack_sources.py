@@ -169,3 +169,23 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(irish: Path, tmp_path: Path,
                       "was written: no space left on device"]
     assert "GDAL" not in ran.output and "TIFF" not in ran.output
     assert _leftovers(out) == []
+
+
+def test_gdal_reporting_a_full_disk_is_the_same_one_line(
+        irish: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GDAL says it in its own words when the COG conversion runs out of space.
+    import rasterio.shutil
+    from rasterio.errors import RasterioIOError
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise RasterioIOError("TIFFAppendToStrip:Write error at scanline 0: No space left "
+                              "on device")
+
+    monkeypatch.setattr(rasterio.shutil, "copy", full)
+    out = tmp_path / "out"
+    with pytest.raises(OutputWriteError) as caught:
+        build_stack(Archive.from_root(irish), "T29UPU", DAY, out)
+    assert caught.value.path == str(out / "T29UPU_20170617")
+    assert caught.value.message == ("writing the stack failed, nothing was written: no space "
+                                    "left on device")
+    assert _leftovers(out) == []
