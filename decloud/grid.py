@@ -612,6 +612,8 @@ class _Axis:
     phases: tuple[_Phase, ...]
 
 
+# Cached: a tile's windows repeat a few offsets and sizes, and planning costs numpy calls.
+@functools.lru_cache(maxsize=1024)
 def _axis(offset: int, size: int, k: int, length: int, bilinear: bool) -> _Axis | None:
     """Plan the upsampling by k of one axis, or None when no pixel falls in the source.
 
@@ -638,9 +640,12 @@ def _axis(offset: int, size: int, k: int, length: int, bilinear: bool) -> _Axis 
     return _Axis(lo, hi, src_lo, src_hi, phases)
 
 
-def _strip_phases(phases: Sequence[_Phase], k: int, s0: int,
-                  s1: int) -> tuple[list[_Phase], int, int]:
+@functools.lru_cache(maxsize=4096)
+def _strip_phases(phases: tuple[_Phase, ...], k: int, s0: int,
+                  s1: int) -> tuple[tuple[_Phase, ...], int, int]:
     """Restrict phases to the target pixels ``s0:s1`` (``s0`` a multiple of k).
+
+    Cached (every window of a tile cuts the same strips).
 
     Returns:
         The phases, targets counted from ``s0`` and sources from ``lo``, and the
@@ -653,7 +658,7 @@ def _strip_phases(phases: Sequence[_Phase], k: int, s0: int,
             cut.append((first + k * m0 - s0, m1 - m0, i + m0, w))
     lo = min(i for _, _, i, _ in cut)
     hi = max(i + n for _, n, i, _ in cut) + 1
-    return [(f, n, i - lo, w) for f, n, i, w in cut], lo, hi
+    return tuple((f, n, i - lo, w) for f, n, i, w in cut), lo, hi
 
 
 def _read_padded(
@@ -742,14 +747,17 @@ def _sum_axis(a: np.ndarray, phases: Sequence[_Phase], axis: int, out: np.ndarra
     of weighted products, and no rounding as long as :func:`_dyadic_exact` holds.
     """
     triple = a * np.float32(3)
-
-    def along(index: slice) -> tuple[slice, ...]:
-        return (slice(None), index) if axis == 1 else (slice(None), slice(None), index)
-
+    # Plain slicing per axis: this runs once per strip and phase, so Python overhead
+    # (helper calls building index tuples) is a visible part of a small window's read.
     for first, count, i, w in phases:
         near, far = (triple, a) if w < 0.5 else (a, triple)
-        np.add(near[along(slice(i, i + count))], far[along(slice(i + 1, i + 1 + count))],
-               out=out[along(_every(2, first, count))])
+        stop = first + 2 * count - 1
+        if axis == 1:
+            np.add(near[:, i : i + count], far[:, i + 1 : i + 1 + count],
+                   out=out[:, first:stop:2])
+        else:
+            np.add(near[:, :, i : i + count], far[:, :, i + 1 : i + 1 + count],
+                   out=out[:, :, first:stop:2])
 
 
 def _read_upsampled(
@@ -849,7 +857,7 @@ def _renormalised(data: np.ndarray, missing: np.ndarray, rows: Sequence[_Phase],
 
 
 def _fix_nodata_borders(data: np.ndarray, missing: np.ndarray, rows: Sequence[_Phase],
-                        cols: Sequence[_Phase], finish: _Finish, strip: np.ndarray) -> None:
+                        cols: tuple[_Phase, ...], finish: _Finish, strip: np.ndarray) -> None:
     """Redo, renormalised, the columns of a k = 2 strip where valid pixels touch nodata.
 
     ``strip`` holds the plain interpolation of ``data`` (NaN at nodata), so every pixel

@@ -263,10 +263,16 @@ def encode_s2(reflectance: np.ndarray) -> np.ndarray:
     Values are rounded to the nearest integer and clipped to the int16 range above the
     nodata value, so no valid pixel ever reads as nodata.
     """
-    out = np.full(reflectance.shape, S2_NODATA, dtype=np.int16)
-    ok = np.isfinite(reflectance)
-    out[ok] = np.clip(np.rint(reflectance[ok] * S2_SCALE), S2_NODATA + 1, np.iinfo(np.int16).max)
-    return out
+    reflectance = np.asarray(reflectance)
+    # Whole-array passes in place on one float buffer: a boolean-mask gather and scatter
+    # cost several times more. The buffer has the dtype ``reflectance[ok] * S2_SCALE``
+    # would have, so the rounding (and any float overflow to inf) is the same.
+    scaled = np.multiply(reflectance, S2_SCALE)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, S2_NODATA + 1, np.iinfo(np.int16).max, out=scaled)
+    # Clipping turned +-inf into valid values: nodata is decided on the input.
+    np.copyto(scaled, S2_NODATA, where=~np.isfinite(reflectance))
+    return scaled.astype(np.int16)
 
 
 def decode_s2(encoded: np.ndarray) -> np.ndarray:

@@ -134,6 +134,31 @@ def test_s2_codec() -> None:
     np.testing.assert_array_equal(encode_s2(dec), enc)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_s2_encoding_equals_the_masked_formula_to_the_bit(dtype: type) -> None:
+    # Reference: the original boolean-mask formula, applied to the finite values only.
+    def reference(refl: np.ndarray) -> np.ndarray:
+        out = np.full(refl.shape, S2_NODATA, dtype=np.int16)
+        ok = np.isfinite(refl)
+        out[ok] = np.clip(np.rint(refl[ok] * 10000.0), S2_NODATA + 1, np.iinfo(np.int16).max)
+        return out
+
+    rng = np.random.default_rng(1)
+    refl = rng.uniform(-5.0, 5.0, size=(4, 33, 29)).astype(dtype)
+    flat = refl.reshape(-1)
+    picks = rng.choice(flat.size, size=400, replace=False)
+    specials = np.array([np.nan, np.inf, -np.inf, 3.2767, 3.27675, -0.99995, -0.99985,
+                         0.00005, -0.00005, 0.00015, 1e30, -1e30, np.finfo(dtype).max,
+                         np.finfo(dtype).min], dtype=dtype)
+    flat[picks] = specials[np.arange(picks.size) % specials.size]
+    with np.errstate(over="ignore"):
+        expected = reference(refl)
+        got = encode_s2(refl)
+    assert got.dtype == np.int16
+    np.testing.assert_array_equal(got, expected)
+    assert encode_s2(refl[:0]).shape == (0, 33, 29)
+
+
 def test_s1_codec_is_decloud_s1() -> None:
     assert encode_s1 is encode_prepared
     assert decode_s1 is decode_prepared

@@ -115,25 +115,13 @@ class S1Product(Product):
         encoding = "linear"
         for path, f in zip(paths, fields, strict=True):
             pols = ["VV", "VH"] if f["pol"] == "VVVH" else [f["pol"]]
-            with open_raster(path) as src:
-                if src.count < len(pols):
-                    raise ProductFormatError(
-                        f"a {f['pol']} file needs {len(pols)} band(s), it has {src.count}",
-                        path=path, field=f["pol"])
-                if src.crs is None:
-                    raise ProductFormatError("raster has no CRS", path=path)
-                prepared = src.tags().get(PREPARED_ENCODING_TAG) is not None
-                encoding = "prepared" if prepared else _declared_unit(src)
-                # 0 is S1Tiling's linear nodata; in dB it is a valid value.
-                nodata = src.nodata if src.nodata is not None or encoding == "db" else 0.0
-                res = float(src.res[0])
-                if encoding == "linear":
-                    check_linear_sample(src, path, nodata)
+            header = _checked_header(path, f["pol"], len(pols))
+            encoding = header.encoding
             for index, pol in enumerate(pols, start=1):
                 if pol in bands:
                     raise ProductFormatError(f"{pol} is given twice", path=path, field=pol)
-                bands[pol] = BandFile(name=pol, path=str(path), resolution=res, index=index,
-                                      nodata=nodata)
+                bands[pol] = BandFile(name=pol, path=str(path), resolution=header.resolution,
+                                      index=index, nodata=header.nodata)
         first = fields[0]
         return cls(
             path=paths[0], platform=first["platform"], tile=first["tile"],
@@ -206,6 +194,65 @@ class S1Product(Product):
         return out
 
 
+@dataclass(frozen=True)
+class _Header:
+    """What an S1 product needs from one of its files, once the file passed its checks."""
+
+    encoding: str
+    nodata: float | None
+    resolution: float
+
+
+# Headers of files that passed _checked_header, by (absolute path, size, mtime_ns): every
+# dataset shard opens its products again, and a file that did not change need not be opened
+# and sampled again (0.2-0.4 s per dataset write). A rewritten file has a new key.
+_HEADERS: dict[tuple[str, int, int], _Header] = {}
+_HEADERS_MAX = 4096
+
+
+def _checked_header(path: Path, pol: str, bands_needed: int) -> _Header:
+    """Check one S1 file (bands, CRS, linear values) and read its header, once per version.
+
+    Args:
+        path: The file.
+        pol: The polarisation field of its name (``VV``, ``VH`` or ``VVVH``).
+        bands_needed: How many bands the name implies.
+
+    Raises:
+        ProductFormatError: Too few bands, or no CRS.
+        SuspectValuesError: Most sampled values of a linear file are negative.
+        CorruptRasterError: The sample cannot be read.
+    """
+    try:
+        stat = path.stat()
+    except OSError:
+        key = None  # open_raster below reports the missing or unreadable file
+    else:
+        key = (str(path.absolute()), stat.st_size, stat.st_mtime_ns)
+        cached = _HEADERS.get(key)
+        if cached is not None:
+            return cached
+    with open_raster(path) as src:
+        if src.count < bands_needed:
+            raise ProductFormatError(
+                f"a {pol} file needs {bands_needed} band(s), it has {src.count}",
+                path=path, field=pol)
+        if src.crs is None:
+            raise ProductFormatError("raster has no CRS", path=path)
+        prepared = src.tags().get(PREPARED_ENCODING_TAG) is not None
+        encoding = "prepared" if prepared else _declared_unit(src)
+        # 0 is S1Tiling's linear nodata; in dB it is a valid value.
+        nodata = src.nodata if src.nodata is not None or encoding == "db" else 0.0
+        header = _Header(encoding=encoding, nodata=nodata, resolution=float(src.res[0]))
+        if encoding == "linear":
+            check_linear_sample(src, path, nodata)
+    if key is not None:
+        if len(_HEADERS) >= _HEADERS_MAX:
+            del _HEADERS[next(iter(_HEADERS))]  # the oldest entry
+        _HEADERS[key] = header
+    return header
+
+
 def _declared_unit(src: Any) -> str:
     """``db`` when the file says its values are dB (band unit, description or a tag)."""
     said = [*(u or "" for u in src.units), *(d or "" for d in src.descriptions)]
@@ -226,15 +273,31 @@ def _refuse_negative(values: np.ndarray, path: str | Path) -> None:
 
 
 def check_linear_sample(src: Any, path: Path, nodata: float | None, *, size: int = 64) -> None:
-    """Check a few small windows of a linear-sigma0 file (centre and quarters) cheaply.
+    """Check a sample of a linear-sigma0 file cheaply: its smallest overview, else windows.
 
-    A small file is read whole.
+    A file with overviews (a COG) is sampled whole through its smallest overview, a few
+    small blocks; otherwise a few small windows (centre and quarters) are read, and a
+    small file is read whole.
 
     Raises:
         SuspectValuesError: Most sampled values are negative (a dB file under a linear name).
-        CorruptRasterError: The windows cannot be read (truncated or corrupt file).
+        CorruptRasterError: The sample cannot be read (truncated or corrupt file).
     """
     h, w = src.height, src.width
+    overviews = src.overviews(1)
+    if overviews and h * w > 5 * size * size:
+        factor = max(overviews)
+        # The overview's own size, so that GDAL reads that level as it is stored.
+        shape = (-(-h // factor), -(-w // factor))
+        try:
+            data = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+        except RasterioIOError as err:
+            raise CorruptRasterError(f"cannot be read ({err})", path=path) from err
+        sample = data.astype(np.float32).ravel()
+        if nodata is not None:
+            sample[sample == nodata] = np.nan
+        _refuse_negative(sample, path)
+        return
     centres = ((0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75))
     corners = [(max(0, int(fy * h) - size // 2), max(0, int(fx * w) - size // 2))
                for fy, fx in centres]

@@ -155,7 +155,6 @@ def brute_force(fx: Fixture, layout: Layout, blocks: Sequence[Window], names: Se
         choice: dict[str, tuple[Any, ...]] = {}
 
         def pick_s1(spec: Any, when: float, block: Window = block) -> int | None:
-            best: tuple[Any, ...] | None = None
             rows = []
             for q in s1:
                 direction, orbit = fx.s1_meta[q]
