@@ -37,6 +37,7 @@ __all__ = [
     "OutputExistsError",
     "OutputWriteError",
     "PoolThreadError",
+    "ProcessorRerunError",
     "ProductError",
     "ProductFormatError",
     "RerunError",
@@ -141,6 +142,14 @@ class WindowAlignmentError(GridError):
 
 class InferenceError(DecloudError):
     """A scene cannot be processed as asked (a method, its options or a block failed)."""
+
+
+class ProcessorRerunError(InferenceError):
+    """An output folder holds a processor run made with other settings.
+
+    ``field`` names the setting that differs and the message gives both values: a
+    rerun resumes a run, it never mixes outputs of two settings in one folder.
+    """
 
 
 class InputError(DecloudError):

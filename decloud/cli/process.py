@@ -9,6 +9,9 @@ from __future__ import annotations
 import click
 
 from decloud.cli.process_gapfill import gapfill
+from decloud.cli.process_multitemporal import multi_temporal
+from decloud.cli.process_monthly import monthly
+from decloud.cli.process_series import series
 from decloud.cli.process_single_date import single_date
 
 __all__ = ["process"]
@@ -21,3 +24,6 @@ def process() -> None:
 
 process.add_command(single_date)
 process.add_command(gapfill)
+process.add_command(multi_temporal)
+process.add_command(series)
+process.add_command(monthly)

@@ -28,6 +28,22 @@ at it (whatever the method computes there), so that skipping a block changes
 nothing. Outputs (``<out>.tif``, ``<out>_quality.tif``, ``<out>_days.tif``) are COGs
 written atomically; the completion record ``<out>.json`` (:class:`RunRecord`) is
 written last, atomically: an output without it is not finished.
+
+Products per block
+    ``products`` is one :class:`~decloud.inputs.InputProducts` for the whole grid, or a
+    callable ``core window -> InputProducts`` (:data:`ProductsSource`): the
+    multi-temporal processor chooses t-1 and t+1 per block, and each block (its halo
+    included: the halo reads the same products as its core) is read with its own
+    products by the prefetch threads. A block's output then equals, on its core, a
+    whole-image run with that block's products; only at the seams between blocks
+    whose products differ may the output differ from one single-products run, and
+    that is the point of choosing per block. The callable should return the same
+    object for blocks that share products (files stay open in each thread's pool).
+
+Extra layers
+    ``layers`` (:class:`BlockLayer`) adds per-block outputs ``<out>_<name>.tif``
+    computed from the core window alone (e.g. the neighbours' days), nodata where the
+    quality layer is nodata; ``extra`` adds JSON-ready entries to the record.
 """
 
 from __future__ import annotations
@@ -71,14 +87,21 @@ from decloud.writers import BackgroundWriter, CogWriter, atomic_file, provenance
 
 __all__ = [
     "DAYS_NODATA",
+    "BlockLayer",
     "BlockOutput",
     "EngineOptions",
+    "ProductsSource",
     "RunRecord",
     "StreamTiming",
+    "block_multiple",
+    "block_windows",
     "default_block_size",
     "iter_blocks",
     "run",
 ]
+
+#: One set of products for the grid, or the products of each core block.
+ProductsSource = InputProducts | Callable[[Window], InputProducts]
 
 #: Nodata of the uint16 days band.
 DAYS_NODATA: Final = 65535
@@ -175,6 +198,23 @@ class BlockOutput:
     skipped: bool
 
 
+@dataclass(frozen=True)
+class BlockLayer:
+    """An extra output layer computed per core block (``<out>_<name>.tif``).
+
+    Attributes:
+        band_names: Its bands.
+        dtype: Its numpy dtype name (``uint16``...).
+        nodata: Its nodata value, also written where the quality layer is nodata.
+        values: ``core window -> (len(band_names), h, w)`` array of the core.
+    """
+
+    band_names: tuple[str, ...]
+    dtype: str
+    nodata: float
+    values: Callable[[Window], np.ndarray]
+
+
 @dataclass
 class _Plan:
     method: BlockMethod
@@ -189,9 +229,7 @@ class _Plan:
 
 def _plan(method: BlockMethod, options: EngineOptions) -> _Plan:
     # Blocks start on even pixels when a key is read at 20 m (whole coarse pixels).
-    ratios = [round(key.resolution / KINDS[KeyKind.S2].resolution) for key in method.input_keys
-              if key.resolution > 0]
-    k = math.lcm(method.size_multiple, *ratios)
+    k = block_multiple(method)
     halo = options.composite.halo if options.target is not None else 0
     margin = round_up(max(method.margin, halo), k)
     size = round_up(options.block_size or default_block_size(), k)
@@ -243,10 +281,10 @@ class _Read:
     seconds: float
 
 
-def _reader(plan: _Plan, products: InputProducts, grid: Grid, options: EngineOptions,
+def _reader(plan: _Plan, grid: Grid, options: EngineOptions,
             pools: list[RasterPool], lock: threading.Lock, local: threading.local
-            ) -> Callable[[Window, Window], _Read]:
-    def read(core: Window, padded: Window) -> _Read:
+            ) -> Callable[[Window, Window, InputProducts], _Read]:
+    def read(core: Window, padded: Window, products: InputProducts) -> _Read:
         pool = getattr(local, "pool", None)
         if pool is None:
             pool = local.pool = RasterPool()
@@ -303,14 +341,40 @@ class StreamTiming:
     calls: int = 0
 
 
-def iter_blocks(method: BlockMethod, products: InputProducts, grid: Grid,
+def _products_of(products: ProductsSource) -> Callable[[Window], InputProducts]:
+    if isinstance(products, InputProducts):
+        return lambda core: products
+    return products
+
+
+def block_windows(method: BlockMethod, grid: Grid, options: EngineOptions | None = None
+                  ) -> list[tuple[Window, Window]]:
+    """The ``(core, padded)`` blocks :func:`run` streams, in row-major order.
+
+    The block size is ``options.block_size`` rounded up to the method's size multiple
+    (and to even sides when a key is read at 20 m): a caller that wants blocks on a
+    lattice (the catalog's patches) passes a multiple of both.
+    """
+    plan = _plan(method, options or EngineOptions())
+    return list(grid.windows(plan.block_size, plan.margin, plan.multiple))
+
+
+def block_multiple(method: BlockMethod) -> int:
+    """What block sides and offsets are multiples of: the size multiple and 20 m ratios."""
+    ratios = [round(key.resolution / KINDS[KeyKind.S2].resolution) for key in method.input_keys
+              if key.resolution > 0]
+    return math.lcm(method.size_multiple, *ratios)
+
+
+def iter_blocks(method: BlockMethod, products: ProductsSource, grid: Grid,
                 options: EngineOptions | None = None, *,
                 timing: StreamTiming | None = None) -> Generator[BlockOutput, None, None]:
     """Stream a method over a grid: core blocks with their composite, in grid order.
 
     Args:
         method: The block method.
-        products: What the inputs are read from.
+        products: What the inputs are read from: one set, or the set of each core
+            block (:data:`ProductsSource`).
         grid: The output grid (the tile's 10 m grid, or a subgrid of it).
         options: Engine options (defaults when None).
         timing: Accumulates read and method seconds and method calls.
@@ -327,7 +391,8 @@ def iter_blocks(method: BlockMethod, products: InputProducts, grid: Grid,
     plan = _plan(method, options)
     blocks = list(grid.windows(plan.block_size, plan.margin, plan.multiple))
     pools: list[RasterPool] = []
-    read = _reader(plan, products, grid, options, pools, threading.Lock(), threading.local())
+    read = _reader(plan, grid, options, pools, threading.Lock(), threading.local())
+    products_of = _products_of(products)
     pending: dict[tuple[int, int], list[_Read]] = collections.defaultdict(list)
 
     def run_batch(batch: list[_Read]) -> Iterator[BlockOutput]:
@@ -352,14 +417,14 @@ def iter_blocks(method: BlockMethod, products: InputProducts, grid: Grid,
             queue: collections.deque[Future[_Read]] = collections.deque()
             todo = iter(blocks)
             for core, padded in todo:
-                queue.append(pool.submit(read, core, padded))
+                queue.append(pool.submit(read, core, padded, products_of(core)))
                 if len(queue) >= options.prefetch:
                     break
             while queue:
                 block = queue.popleft().result()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    queue.append(pool.submit(read, *nxt))
+                    queue.append(pool.submit(read, *nxt, products_of(nxt[0])))
                 timing.read += block.seconds
                 if not block.observed.any():
                     yield _finish(plan, block, None, None, options)
@@ -390,6 +455,8 @@ class RunRecord:
         blocks: Blocks in all, skipped (all nodata) and method calls.
         software: decloud version.
         finished: UTC time the record was written.
+        extra: What the caller adds (the multi-temporal processor: its per-block
+            neighbour choices).
     """
 
     outputs: dict[str, str]
@@ -402,6 +469,7 @@ class RunRecord:
     blocks: dict[str, int]
     software: str = __version__
     finished: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The record as indented JSON."""
@@ -412,6 +480,21 @@ def record_path(out: str | Path) -> Path:
     """The completion record of output ``out`` (``<out>.json``, ``.tif`` dropped)."""
     out = Path(out)
     return out.with_suffix(".json") if out.suffix == ".tif" else Path(f"{out}.json")
+
+
+def _describe_many(sets: list[InputProducts]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Describe one set of products, or the distinct sets of a per-block run."""
+    if len(sets) == 1:
+        return _describe_inputs(sets[0])
+    described: list[dict[str, Any]] = []
+    paths: list[str] = []
+    dates: list[str] = []
+    for products in sets:
+        one, more_paths, more_dates = _describe_inputs(products)
+        described.append(one)
+        paths += [p for p in more_paths if p not in paths]
+        dates += [d for d in more_dates if d not in dates]
+    return {"per_block": described}, paths, sorted(dates)
 
 
 def _describe_inputs(products: InputProducts) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -437,18 +520,22 @@ def _describe_inputs(products: InputProducts) -> tuple[dict[str, Any], list[str]
     return out, paths, dates
 
 
-def run(method: BlockMethod, products: InputProducts, grid: Grid, out: str | Path,
-        options: EngineOptions | None = None) -> RunRecord:
+def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Path,
+        options: EngineOptions | None = None, *, layers: Mapping[str, BlockLayer] | None = None,
+        extra: Mapping[str, Any] | None = None) -> RunRecord:
     """Apply a block method to a whole grid and write its outputs and completion record.
 
     Args:
         method: The block method (:class:`~decloud.inference.method.KerasMethod`...).
-        products: The products the method's keys are read from.
+        products: The products the method's keys are read from: one set, or a callable
+            giving each core block's (see the module docstring).
         grid: The output grid.
         out: Output path ``<out>.tif``; the quality layer goes to
             ``<out>_quality.tif``, the days (when the method gives them) to
             ``<out>_days.tif`` and the record to ``<out>.json``.
         options: Engine options (defaults when None).
+        layers: Extra per-block layers, written to ``<out>_<name>.tif``.
+        extra: JSON-ready entries added to the record (:attr:`RunRecord.extra`).
 
     Returns:
         The completion record, also written to ``<out>.json``.
@@ -466,6 +553,11 @@ def run(method: BlockMethod, products: InputProducts, grid: Grid, out: str | Pat
              "quality": Path(f"{stem}_quality.tif"), "record": record_path(out)}
     if "days" in method.extras:
         paths["days"] = Path(f"{stem}_days.tif")
+    layers = dict(layers or {})
+    for name in layers:
+        if name in paths:
+            raise InferenceError(f"layer name {name!r} is taken by an output", field="layers")
+        paths[name] = Path(f"{stem}_{name}.tif")
     if not options.overwrite:
         for path in paths.values():
             if path.exists():
@@ -474,7 +566,12 @@ def run(method: BlockMethod, products: InputProducts, grid: Grid, out: str | Pat
     # A stale record of an earlier run must not vouch for the outputs being rewritten.
     paths["record"].unlink(missing_ok=True)
     plan = _plan(method, options)
-    described, input_paths, dates = _describe_inputs(products)
+    windows = list(grid.windows(plan.block_size, plan.margin, plan.multiple))
+    products_of = _products_of(products)
+    # Resolved once: the same objects are read by the threads and described here.
+    per_block = {_window_key(core): products_of(core) for core, _ in windows}
+    distinct = list({id(p): p for p in per_block.values()}.values())
+    described, input_paths, dates = _describe_many(distinct)
     tags = provenance_tags(input_paths, dates, method=method.describe(),
                            model_checksum=method.describe().get("model_checksum") or "")
     bands = list(method.output_bands)
@@ -494,23 +591,34 @@ def run(method: BlockMethod, products: InputProducts, grid: Grid, out: str | Pat
                                 overview_resampling=Resampling.nearest,
                                 threads=options.cog_threads)
         writers["days"] = days_writer
+    for name, layer in layers.items():
+        writers[name] = CogWriter(paths[name], grid, len(layer.band_names), layer.dtype,
+                                  layer.nodata, band_names=list(layer.band_names), tags=tags,
+                                  overwrite=options.overwrite,
+                                  overview_resampling=Resampling.nearest,
+                                  threads=options.cog_threads)
     counts = dict.fromkeys(("clear", "reconstructed", "feathered", "nodata"), 0)
     total = skipped = 0
     timing = StreamTiming()
-    n_blocks = sum(1 for _ in grid.windows(plan.block_size, plan.margin, plan.multiple))
+    n_blocks = len(windows)
     with contextlib.ExitStack() as stack:
         # Closed first on an error: the readers stop before the outputs are discarded.
         writer = stack.enter_context(BackgroundWriter(writers, queue_size=options.write_queue))
         bar = stack.enter_context(tqdm(total=n_blocks, unit="block",
                                        disable=not options.progress, desc=method.name))
         blocks = stack.enter_context(contextlib.closing(
-            iter_blocks(method, products, grid, options, timing=timing)))
+            iter_blocks(method, lambda core: per_block[_window_key(core)], grid, options,
+                        timing=timing)))
         for block in blocks:
             writer.submit("reflectance", encode_s2(np.moveaxis(block.reflectance, -1, 0)
                                                    / np.float32(10000.0)), block.core)
             writer.submit("quality", block.quality[None], block.core)
             if days_writer is not None:
                 writer.submit("days", _encode_days(block.days, block.quality), block.core)
+            for name, layer in layers.items():
+                values = np.array(layer.values(block.core), dtype=layer.dtype, copy=True)
+                values[:, block.quality == QUALITY_NODATA] = layer.nodata
+                writer.submit(name, values, block.core)
             for name, value in (("clear", QUALITY_CLEAR), ("reconstructed",
                                 QUALITY_RECONSTRUCTED), ("feathered", QUALITY_FEATHERED),
                                 ("nodata", QUALITY_NODATA)):
@@ -530,10 +638,14 @@ def run(method: BlockMethod, products: InputProducts, grid: Grid, out: str | Pat
                 "blocks_per_s": total / wall if wall > 0 else 0.0},
         pixels=counts, blocks={"total": total, "skipped": skipped,
                                "method_calls": timing.calls},
-        finished=datetime.now(UTC).isoformat(timespec="seconds"))
+        finished=datetime.now(UTC).isoformat(timespec="seconds"), extra=dict(extra or {}))
     with atomic_file(paths["record"], overwrite=options.overwrite) as tmp:
         tmp.write_text(record.to_json())
     return record
+
+
+def _window_key(window: Window) -> tuple[int, int, int, int]:
+    return (int(window.col_off), int(window.row_off), int(window.width), int(window.height))
 
 
 def _encode_days(days: np.ndarray | None, quality: np.ndarray) -> np.ndarray:

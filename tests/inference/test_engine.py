@@ -387,3 +387,61 @@ def test_default_block_size_and_progress_bar(tmp_path: Path,
     run(Neighbour(), _products(), grid, tmp_path / "bar.tif",
         EngineOptions(block_size=10, progress=True))
     assert "9/9" in capsys.readouterr().err
+
+
+def test_per_block_products_equal_whole_runs_with_each_blocks_products(tmp_path: Path) -> None:
+    """Products chosen per block: each core equals a whole run with that block's products."""
+    from decloud.inference.engine import BlockLayer, block_windows
+
+    grid = _grid().subgrid(Window(2, 1, 70, 65))
+    cloudy = _products()
+    clear = InputProducts({"t": AcquisitionProducts(_s2(THEIA_CLEAR))}, Dem.open(DEM),
+                          reference="t")
+    options = EngineOptions(block_size=24, target=None)
+    cores = [core for core, _ in block_windows(_method(), grid, options)]
+    # A checkerboard of product sets; the halo of a block reads its core's products.
+    chosen = {(int(c.col_off), int(c.row_off)): (clear if (int(c.col_off) // 24
+                                                           + int(c.row_off) // 24) % 2 else cloudy)
+              for c in cores}
+    asked: list[Window] = []
+
+    def products_of(core: Window) -> InputProducts:
+        asked.append(core)
+        return chosen[(int(core.col_off), int(core.row_off))]
+
+    def block_id(core: Window) -> np.ndarray:
+        return np.full((1, int(core.height), int(core.width)),
+                       cores.index(core), np.uint16)
+
+    layer = BlockLayer(("block",), "uint16", 65535, block_id)
+    record = run(_method(), products_of, grid, tmp_path / "mixed.tif", options,
+                 layers={"block": layer}, extra={"note": [1, 2]})
+    assert len(asked) >= len(cores)
+    mixed = _read(tmp_path / "mixed.tif")
+    wholes = {}
+    for name, products in (("cloudy", cloudy), ("clear", clear)):
+        run(_method(), products, grid, tmp_path / f"{name}.tif",
+            EngineOptions(block_size=128, target=None))
+        wholes[id(products)] = _read(tmp_path / f"{name}.tif")
+    assert not np.array_equal(wholes[id(cloudy)], wholes[id(clear)])
+    for core in cores:
+        rows = slice(int(core.row_off), int(core.row_off + core.height))
+        cols = slice(int(core.col_off), int(core.col_off + core.width))
+        whole = wholes[id(chosen[(int(core.col_off), int(core.row_off))])]
+        assert np.array_equal(mixed[:, rows, cols], whole[:, rows, cols])
+    # The extra layer (nodata where the output is) and the record's extra entries.
+    ids = _read(tmp_path / "mixed_block.tif")[0]
+    quality = _read(tmp_path / "mixed_quality.tif")[0]
+    for i, core in enumerate(cores):
+        rows = slice(int(core.row_off), int(core.row_off + core.height))
+        cols = slice(int(core.col_off), int(core.col_off + core.width))
+        want = np.where(quality[rows, cols] == QUALITY_NODATA, 65535, i)
+        assert np.array_equal(ids[rows, cols], want)
+    saved = json.loads(record_path(tmp_path / "mixed.tif").read_text())
+    assert saved["extra"] == record.extra == {"note": [1, 2]}
+    assert saved["outputs"]["block"] == str(tmp_path / "mixed_block.tif")
+    assert len(saved["inputs"]["per_block"]) == 2
+    # A layer may not take an output's name.
+    with pytest.raises(InferenceError, match="taken"):
+        run(_method(), products_of, grid, tmp_path / "other.tif", options,
+            layers={"quality": layer})
