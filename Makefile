@@ -37,6 +37,7 @@ bench: $(STAMP)
 	cd benchmarks && ../$(BIN)/python bench_dataset.py
 	cd benchmarks && ../$(BIN)/python bench_train.py
 	cd benchmarks && ../$(BIN)/python train_real.py
+	cd benchmarks && ../$(BIN)/python bench_engine.py
 
 # Rebuild tests/data/archive from ../shared/data (needs the shared data folder).
 fixtures: $(STAMP)

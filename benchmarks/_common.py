@@ -181,6 +181,8 @@ def _atomic_write(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); results are for everyone to read.
+        Path(tmp).chmod(0o644)
         Path(tmp).replace(path)  # os.replace: readers see the old file or the new one
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -303,6 +303,7 @@ def _engine(method: Any, products: Any, grid: Any, out: Path) -> dict[str, Any]:
 def _baseline(method: Any, products: Any, grid: Any, out: Path) -> dict[str, Any]:
     """OTBTF's strategy: 256 px blocks, 64 px margin, batch 1, one thread, in order."""
     from decloud.constants import S2_NODATA
+    from decloud.grid import RasterPool
     from decloud.inference.composite import QUALITY_NODATA, CompositeOptions, composite
     from decloud.inputs import read_inputs
     from decloud.keys import decode_s2, encode_s2
@@ -319,10 +320,13 @@ def _baseline(method: Any, products: Any, grid: Any, out: Path) -> dict[str, Any
                      band_names=bands, overwrite=True)
     qual = CogWriter(Path(f"{out}_quality.tif"), grid, 1, "uint8", QUALITY_NODATA,
                      band_names=["quality"], overwrite=True)
-    with refl, qual:  # closing converts to COG: part of the timed run, as in the engine
+    # Files stay open across blocks, as OTB keeps its readers; closing the writers
+    # converts to COG: part of the timed run, as in the engine.
+    with refl, qual, RasterPool() as pool:
         for core, padded in grid.windows(OTBTF_BLOCK, OTBTF_MARGIN, method.size_multiple):
             t0 = time.perf_counter()
-            inputs = read_inputs(keys, products, grid, padded, dem_policy="partial")
+            inputs = read_inputs(keys, products, grid, padded, dem_policy="partial",
+                                 pool=pool)
             t1 = time.perf_counter()
             h, w = int(padded.height), int(padded.width)
             seen = np.zeros((h, w), bool)
@@ -508,6 +512,11 @@ def _run_child(name: str, scene: Path, workdir: Path, block: int | None) -> dict
 def _markdown(res: dict[str, Any]) -> str:
     r, s = res["results"], res["summary"]
     px = res["size"] ** 2 / 1e6
+    cpu = {n: r[n]["median_cpu_seconds"] for n in METHODS}
+    et = r["engine"]["last_run"]["record_timing"]
+    gt = r["gapfill"]["last_run"]["record_timing"]
+    bp = r["baseline"]["last_run"]["parts_seconds"]
+    full = TILE_PX ** 2 / res["size"] ** 2
     lines = [
         "# Engine: msop_small and gap-filling over a scene, against OTBTF's strategy",
         "",
@@ -520,6 +529,13 @@ def _markdown(res: dict[str, Any]) -> str:
         "",
         res["scene_description"],
         "",
+    ]
+    loads = [x[0] for x in res["load_average"].values() if x]
+    if loads and max(loads) > res["machine"]["cpu_cores"]:
+        lines += [f"**The machine was overloaded (1-min load up to {max(loads)} on "
+                  f"{res['machine']['cpu_cores']} cores): wall times are inflated and noisy, "
+                  "the CPU-second figures are the steadier ones.**", ""]
+    lines += [
         "| method | median s | Mpx/s | runs (s) | median CPU s | peak RSS (MiB) |",
         "|---|---:|---:|---|---:|---:|",
     ]
@@ -537,21 +553,30 @@ def _markdown(res: dict[str, Any]) -> str:
         f"1.15; compute {r['compute']['median_seconds']:.1f} s, floor "
         f"{r['floor']['median_seconds']:.1f} s; engine / (compute + floor) = "
         f"{s['engine_over_serial']:.2f}).",
+        f"- Inside the last engine run: read {et['read_s']:.1f} s (summed over its reader "
+        f"threads), method {et['method_s']:.1f} s, wall {et['wall_s']:.1f} s; inside the "
+        f"last baseline run: " + ", ".join(f"{k} {v:.1f} s" for k, v in bp.items())
+        + f" ({r['baseline']['last_run']['method_calls']} model calls); gap-filling engine: "
+        f"read {gt['read_s']:.1f} s, method {gt['method_s']:.1f} s.",
         f"- Halo overcompute (padded px per output px at this size): engine "
         f"{s['halo_engine']:.2f}x ({s['engine_block']} px blocks, {s['engine_margin']} px "
         f"halo), baseline {s['halo_baseline']:.2f}x (256 px blocks, 64 px margin); on a "
         f"full tile {s['halo_engine_tile']:.2f}x and {s['halo_baseline_tile']:.2f}x.",
         f"- Seams: the baseline's 64 px margin is below msop_small's receptive field "
-        f"({s['receptive_field_px']} px): its output differs from the engine's (seamless, "
-        f"= whole image) by up to {seams['max_abs_difference_dn']} DN (reflectance x "
-        f"10000), on {100 * seams['pixels_differing_fraction']:.1f} % of the pixels; by "
-        "distance to the nearest 256 px block edge: "
+        f"({s['receptive_field_px']} px): its output differs from the engine's (seamless: "
+        "equal to a whole-image run, tested in tests/inference) by up to "
+        f"{seams['max_abs_difference_dn']} DN (reflectance x 10000), on "
+        f"{100 * seams['pixels_differing_fraction']:.2f} % of the pixels; by distance "
+        "to the nearest 256 px block edge: "
         + ", ".join(f"{k.split('_dn_')[1].replace('_from_seam', '')}: {v} DN"
                     for k, v in seams.items() if "_from_seam" in k) + ". The weights are "
         "untrained (seeded): their output varies little with far context, so these "
         "differences are a lower bound of a trained model's; the composite also keeps "
         "t's clear pixels, where both outputs are the input.",
         f"- **Gap-filling: engine / floor = {s['gapfill_ratio']:.2f}** (goal <= 1.5).",
+        f"- In CPU seconds (steadier on a loaded machine): speed-up "
+        f"{cpu['baseline'] / cpu['engine']:.2f}x, gap-filling / floor "
+        f"{cpu['gapfill'] / cpu['gapfill_floor']:.2f}.",
         f"- Peak RSS: engine {r['engine']['peak_rss_bytes'] / 2**30:.2f} GiB at this size "
         "(goal <= 6 GB on a full tile; the engine's queues bound it, independent of the "
         "scene size except for the COG writer's temporary file, which is on disk).",
@@ -568,7 +593,11 @@ def _markdown(res: dict[str, Any]) -> str:
         f"machine, one run of every method takes about {s['full_tile_minutes_one_repeat']:.0f}"
         f" min (engine {s['full_tile_engine_minutes']:.0f} min, baseline "
         f"{s['full_tile_baseline_minutes']:.0f} min), plus building the scene; with "
-        "`--repeat 3`, three times that.",
+        "`--repeat 3`, three times that. From the CPU seconds instead (steadier when "
+        f"the machine is shared), the engine needs {cpu['engine'] * full / 60:.0f} CPU-min "
+        f"and the baseline {cpu['baseline'] * full / 60:.0f} CPU-min per tile; every "
+        f"method once, {sum(cpu.values()) * full / 60:.0f} CPU-min, i.e. about half that "
+        "in wall time on 2 idle cores.",
         "",
         res["method_description"],
     ]

@@ -28,6 +28,7 @@ __all__ = [
     "LayoutError",
     "LocatedValueError",
     "LossyCastError",
+    "MarginTooSmallError",
     "MetadataError",
     "MissingBandError",
     "ModelCardError",
@@ -43,6 +44,7 @@ __all__ = [
     "RerunError",
     "SchedulerError",
     "SkippedSourceWarning",
+    "StacError",
     "SuspectValuesError",
     "TrainingError",
     "UnknownProductError",
@@ -210,6 +212,14 @@ class ModelInputSizeError(ArgumentError):
 
 class ExportError(DecloudError):
     """A model cannot be exported or its export does not agree with it."""
+
+
+class MarginTooSmallError(ExportError):
+    """A serving margin below half the model's receptive field: tiles would show seams."""
+
+
+class StacError(DecloudError):
+    """A STAC item or collection cannot be built (no item, an unreadable item...)."""
 
 
 class OutputExistsError(DecloudError):

@@ -2,8 +2,10 @@
 # The demo job on the sample archive shipped in tests/data: inventory, aligned S1+S2 and
 # S2+DEM stacks with quicklooks, the patch index, a layout and its tuple counts, and a
 # small training dataset with a preview, a tiny model trained on it and compared with gap
-# filling, all under demo_output/. Rerunning it replaces
-# its stacks and preview (--overwrite is explicit) and resumes the rest.
+# filling, then the Belgian time series reconstructed date by date by gap filling and by
+# that model (COGs, quality layers, quicklooks, summaries) and a monthly synthesis, all
+# under demo_output/. Rerunning it replaces its stacks and preview (--overwrite is
+# explicit) and resumes the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCHIVE=tests/data/archive
@@ -55,5 +57,27 @@ decloud models evaluate "$OUT/model_msop_tiny/model.keras" pipelines/demo-gapfil
   --dataset "$OUT/dataset_os2" --split valid
 
 echo
+echo "== Time series of T31UFS (April 2023) by gap filling: COG, quality, quicklook per date =="
+# Resumable: a rerun skips every date whose completion record matches (see summary.md).
+decloud process series --job pipelines/series-belgium-gapfill.yaml --archive "$ARCHIVE" \
+  --out "$OUT/processed/series_gapfill"
+cat "$OUT/processed/series_gapfill/summary.md"
+
+echo
+echo "== The same series through the tiny trained model (t-1 and t+1 chosen per block) =="
+# The first and last dates have no neighbour on one side in the demo layout: they are
+# recorded as failed, with the reason, and the series goes on.
+decloud process series --job pipelines/series-belgium-msop-tiny.yaml --archive "$ARCHIVE" \
+  --method "$OUT/model_msop_tiny/model.keras" --catalog "$OUT/catalog" \
+  --out "$OUT/processed/series_msop_tiny"
+cat "$OUT/processed/series_msop_tiny/summary.md"
+
+echo
+echo "== Monthly synthesis of April 2023 by gap filling (mid-month target) =="
+decloud process monthly --job pipelines/monthly-belgium-gapfill.yaml --archive "$ARCHIVE" \
+  --out "$OUT/processed/monthly_gapfill"
+
+echo
+echo "Series quicklooks (input | output | quality): $OUT/processed/*/*_quicklook.png"
 last_preview=$(ls "$OUT"/model_msop_tiny/previews/*.png | tail -n 1)
 echo "Quicklooks and previews: $(ls "$OUT"/*/*.png "$OUT"/*.png | tr '\n' ' ')$last_preview"

@@ -81,7 +81,7 @@ LAYERS: dict[str, int] = {
     "models": 4,
     "evaluation": 5,
     "training": 6,
-    "export": 7, "inference": 7, "processors": 8,
+    "export": 7, "inference": 7, "stac": 7, "processors": 8,
     "cli": 9,
 }
 

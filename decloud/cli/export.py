@@ -13,6 +13,10 @@ from decloud.errors import ExportError
 
 __all__ = ["export"]
 
+#: decloud.models.otbtf.DEFAULT_EFIELD, written out: importing decloud.models would load
+#: Keras when the CLI starts (a test checks they agree).
+_DEFAULT_EFIELD = 1024
+
 
 @click.command()
 @click.argument("model_path", metavar="MODEL.keras",
@@ -26,9 +30,11 @@ __all__ = ["export"]
                    "the model).")
 @click.option("--margin", type=click.IntRange(min=0), default=None,
               help="SavedModel: pixels cropped on each side of the outputs (10 m px); default "
-                   "half the receptive field, rounded up to the size multiple.")
-@click.option("--efield", type=click.IntRange(min=1), default=256, show_default=True,
-              help="SavedModel: output patch side of the OTBTF command line (10 m px).")
+                   "half the receptive field, rounded up to the size multiple. A margin "
+                   "below half the receptive field is refused (seams).")
+@click.option("--efield", type=click.IntRange(min=1), default=_DEFAULT_EFIELD, show_default=True,
+              help="SavedModel: output patch side of the OTBTF command lines (10 m px); "
+                   "large fields are faster, runs cut it to the input.")
 @click.option("--opset", type=click.IntRange(min=7), default=17, show_default=True,
               help="ONNX opset.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
@@ -42,8 +48,9 @@ def export(model_path: Path, fmt: str, out: Path, config: str | None, margin: in
 
     The SavedModel takes the dataset keys (s2_t, s1_t, dem...) as float32 NHWC inputs
     and gives each output twice: whole, and cropped by the margin (<key>_crop<m>), the
-    one OTBTF's TensorflowModelServe writes. Its otbtf.json holds the command line.
-    A failed check removes the export and exits with status 1.
+    one OTBTF's TensorflowModelServe writes. Its otbtf.json holds one command per
+    output resolution (10 m and 20 m), all printed; the SavedModel folder is named by
+    its absolute path. A failed check removes the export and exits with status 1.
     """
     load_backend()
     from decloud.models.export import (
@@ -77,4 +84,9 @@ def export(model_path: Path, fmt: str, out: Path, config: str | None, margin: in
             click.echo(f"  {name}: max abs difference {diff:.3g} (normalised, tol {tol:g})")
     if fmt == "savedmodel":
         settings = json.loads((path / OTBTF_FILE).read_text())
-        click.echo(settings["command"] or f"not servable by OTBTF: {settings['reason']}")
+        if not settings["servable"]:
+            click.echo(f"not servable by OTBTF: {settings['reason']}")
+            return
+        click.echo(f"OTBTF (inputs: {settings['padding']}):")
+        for key, command in settings["commands"].items():
+            click.echo(f"  {key}: {command}")

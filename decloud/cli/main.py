@@ -21,6 +21,7 @@ from decloud.cli.layout import layout
 from decloud.cli.models import models
 from decloud.cli.process import process
 from decloud.cli.quicklook import quicklook
+from decloud.cli.stac import stac
 from decloud.cli.stack import stack
 from decloud.cli.train import train
 from decloud.env import gdal_env
@@ -62,3 +63,4 @@ cli.add_command(export)
 cli.add_command(models)
 cli.add_command(train)
 cli.add_command(process)
+cli.add_command(stac)

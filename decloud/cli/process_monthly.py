@@ -8,6 +8,7 @@ import click
 
 from decloud.cli.backend import load_backend
 from decloud.cli.options import archive_from_options, archive_options
+from decloud.cli.process_series import job_option
 
 __all__ = ["monthly"]
 
@@ -31,11 +32,12 @@ def _months(text: str) -> list[int]:
 
 
 @click.command("monthly")
+@job_option
 @archive_options
 @click.option("--tile", required=True, help="Tile id, e.g. T31UFS.")
 @click.option("--year", required=True, type=click.IntRange(min=1970, max=2100),
               help="The year.")
-@click.option("--months", default="1-12", show_default=True, metavar="1-12|3,4|...",
+@click.option("--months", type=str, default="1-12", show_default=True, metavar="1-12|3,4|...",
               help="The months to make.")
 @click.option("--method", required=True, metavar="gapfill|MODEL",
               help="'gapfill' (interpolation at mid-month from the month's dates +- "

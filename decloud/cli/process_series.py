@@ -2,18 +2,71 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+import yaml
 
 from decloud.cli.backend import load_backend
 from decloud.cli.options import archive_from_options, archive_options
 
-__all__ = ["series"]
+__all__ = ["job_option", "series"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _option_value(value: Any) -> Any:
+    """A YAML value as the command line would give it (dates as text, lists joined)."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+def _load_job(ctx: click.Context, _param: click.Parameter, path: Path | None) -> None:
+    """Make a job file's entries the command's defaults (the command line still wins)."""
+    if path is None:
+        return
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise click.BadParameter(f"{path}: unreadable job file ({err})",
+                                 param_hint="--job") from err
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path}: a job file is a mapping of options to values",
+                                 param_hint="--job")
+    # Keys are the long options without dashes (out, window-days or window_days).
+    names: dict[str, str] = {}
+    for param in ctx.command.params:
+        if isinstance(param, click.Option) and param.name and param.name != "job":
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    names[opt[2:]] = names[opt[2:].replace("-", "_")] = param.name
+    defaults: dict[str, Any] = {}
+    for key, value in data.items():
+        if str(key) not in names:
+            raise click.BadParameter(f"{path}: unknown option {key!r} (options: "
+                                     f"{', '.join(sorted(k for k in names if '_' not in k))})",
+                                     param_hint="--job")
+        defaults[names[str(key)]] = _option_value(value)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+def job_option(command: _F) -> _F:
+    """``--job FILE``: a YAML job file whose entries are the command's option defaults."""
+    return click.option(
+        "--job", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        is_eager=True, expose_value=False, callback=_load_job,
+        help="YAML job file (pipelines/*.yaml): option: value entries used as defaults; "
+             "options given on the command line win.")(command)
 
 
 @click.command("series")
+@job_option
 @archive_options
 @click.option("--tile", required=True, help="Tile id, e.g. T31UFS.")
 @click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]),

@@ -26,8 +26,10 @@ The pipeline, each stage bounded:
 A pixel is nodata in the output where none of the time-varying inputs has a value
 at it (whatever the method computes there), so that skipping a block changes
 nothing. Outputs (``<out>.tif``, ``<out>_quality.tif``, ``<out>_days.tif``) are COGs
-written atomically; the completion record ``<out>.json`` (:class:`RunRecord`) is
-written last, atomically: an output without it is not finished.
+written atomically; the STAC item ``<out>.stac.json`` (:mod:`decloud.stac`, unless
+``EngineOptions.stac`` is off) and then the completion record ``<out>.json``
+(:class:`RunRecord`) are written last, atomically: an output without the record is
+not finished.
 
 Products per block
     ``products`` is one :class:`~decloud.inputs.InputProducts` for the whole grid, or a
@@ -145,6 +147,8 @@ class EngineOptions:
         overwrite: Replace existing outputs.
         progress: Show a tqdm bar (blocks per second).
         cog_threads: GDAL threads of the final COG conversion.
+        stac: Write the output's STAC item ``<out>.stac.json`` (:mod:`decloud.stac`)
+            just before the completion record.
     """
 
     block_size: int | None = None
@@ -158,6 +162,7 @@ class EngineOptions:
     overwrite: bool = False
     progress: bool = False
     cog_threads: int = 1
+    stac: bool = True
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "readers", "prefetch", "write_queue", "cog_threads"):
@@ -558,6 +563,10 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
         if name in paths:
             raise InferenceError(f"layer name {name!r} is taken by an output", field="layers")
         paths[name] = Path(f"{stem}_{name}.tif")
+    if options.stac:
+        from decloud.stac import item_path  # pystac loads only in runs that write items
+
+        paths["stac"] = item_path(out)
     if not options.overwrite:
         for path in paths.values():
             if path.exists():
@@ -628,7 +637,7 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
             bar.update(1)
     wall = time.perf_counter() - started
     record = RunRecord(
-        outputs={k: str(v) for k, v in paths.items() if k != "record"},
+        outputs={k: str(v) for k, v in paths.items() if k not in ("record", "stac")},
         method=method.describe(), inputs=described,
         parameters={**options.describe(), "block_size": plan.block_size,
                     "margin": plan.margin, "size_multiple": plan.multiple},
@@ -639,6 +648,13 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
         pixels=counts, blocks={"total": total, "skipped": skipped,
                                "method_calls": timing.calls},
         finished=datetime.now(UTC).isoformat(timespec="seconds"), extra=dict(extra or {}))
+    if options.stac:
+        from decloud.stac import write_item
+
+        write_item(record, overwrite=options.overwrite,
+                   nodata={k: w.nodata for k, w in writers.items()},
+                   dtypes={k: w.dtype for k, w in writers.items()},
+                   band_names={k: w.band_names for k, w in writers.items()})
     with atomic_file(paths["record"], overwrite=options.overwrite) as tmp:
         tmp.write_text(record.to_json())
     return record

@@ -12,18 +12,9 @@ The ``.keras`` file stays the canonical artifact; the exports are for serving:
 * :func:`check_agreement` runs the Keras model and the exports on the same random
   raw inputs and compares every output.
 
-Geometry of OTBTF serving (``-model.fullyconv on``), in pixels of the models' 10 m grid:
-
-* ``m`` (margin): pixels dropped on each side of every output patch. A pixel of the
-  output depends on ``receptive_field`` input pixels, so ``m >= receptive_field / 2``
-  keeps only pixels whose whole receptive field lies inside the patch; it is rounded up
-  to a multiple of :attr:`ModelSpec.size_multiple` so that patches stay valid sizes.
-* ``efield`` (expression field): the side of the output patch OTBTF writes, a multiple
-  of the size multiple (default 256).
-* OTBTF's per-source ``rfield`` is the side of the input patch it extracts: the model
-  receives ``efield + 2m`` pixels, returns as many, and the ``_crop<m>`` output is the
-  central ``efield`` pixels. For a 20 m source the patch is ``(efield + 2m) / 2``
-  pixels of 20 m.
+The OTBTF geometry (margin, expression field, padding, ``rfield``), the checks (a
+margin below half the receptive field is refused) and the command lines live in
+:mod:`decloud.models.otbtf`; its names are re-exported here.
 """
 
 from __future__ import annotations
@@ -32,7 +23,6 @@ import importlib
 import json
 import math
 import re
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,9 +31,18 @@ import keras
 import numpy as np
 
 from decloud.constants import DEM_NODATA, S1_NODATA, S2_NODATA, S2_SCALE
-from decloud.errors import ExportError, ModelInputSizeError, OutputWriteError
+from decloud.errors import ExportError, OutputWriteError
 from decloud.keys import KeyKind, parse_key
-from decloud.models.zoo import InputSpec, ModelSpec
+from decloud.models.otbtf import (
+    DEFAULT_EFIELD,
+    OTBTF_FILE,
+    crop_name,
+    otbtf_settings,
+)
+from decloud.models.otbtf import check_geometry as _check_geometry
+from decloud.models.otbtf import is_image as _is_image
+from decloud.models.otbtf import per_pixel as _per_pixel
+from decloud.models.zoo import ModelSpec
 from decloud.writers import atomic_dir, atomic_file
 
 __all__ = [
@@ -59,10 +58,6 @@ __all__ = [
     "otbtf_settings",
 ]
 
-#: Default OTBTF expression field (output patch side), in 10 m pixels.
-DEFAULT_EFIELD = 256
-#: Serving settings written next to ``saved_model.pb``.
-OTBTF_FILE = "otbtf.json"
 #: Endpoint of the SavedModel (also aliased as ``serving_default``, which OTBTF reads).
 SERVE_ENDPOINT = "serve"
 _SERVING_DEFAULT = "serving_default"
@@ -102,50 +97,6 @@ def default_margin(spec: ModelSpec) -> int:
     return spec.margin
 
 
-def crop_name(key: str, crop: int) -> str:
-    """Name of the cropped copy of an output (``crop`` in that output's pixels)."""
-    return f"{key}_crop{crop}"
-
-
-def _is_image(spec: InputSpec) -> bool:
-    return spec.resolution > 0  # dt_* (days) inputs have no pixels
-
-
-def _per_pixel(value: int, resolution: float, what: str) -> int:
-    """A length of ``value`` 10 m pixels in pixels of ``resolution``; must be whole."""
-    ratio = resolution / _GRID
-    if value % ratio:
-        raise ExportError(f"{what} of {value} px at 10 m is not a whole number of "
-                          f"{resolution:g} m pixels", field=what)
-    return int(value / ratio)
-
-
-def _check_geometry(spec: ModelSpec, margin: int | None, efield: int) -> int:
-    """The margin to use, after checking margin and efield against the model's sizes.
-
-    The margin and the crops are the spec's (:attr:`ModelSpec.margin`,
-    :meth:`ModelSpec.crops`); a margin or efield the model cannot take becomes an
-    :class:`ExportError` naming the option.
-    """
-    m = spec.margin if margin is None else margin
-    k = spec.size_multiple
-    try:
-        spec.crops(m)
-    except ModelInputSizeError as err:
-        raise ExportError(f"margin {m} must be >= 0 and a multiple of the size multiple {k} "
-                          f"({err.message})", field="margin") from err
-    try:
-        spec.check_size(efield, efield)
-    except ModelInputSizeError as err:
-        raise ExportError(f"expression field {efield} must be > 0 and a multiple of the size "
-                          f"multiple {k}", field="efield") from err
-    for s in [*spec.inputs.values(), *spec.outputs.values()]:
-        if _is_image(s):
-            _per_pixel(m, s.resolution, "margin")
-            _per_pixel(efield, s.resolution, "efield")
-    return m
-
-
 def _input_signature(model: keras.Model, spec: ModelSpec, tf: Any) -> dict[str, Any]:
     """One float32 ``tf.TensorSpec`` per dataset key, spatial dims left free."""
     model_inputs = model.input if isinstance(model.input, Mapping) else {}
@@ -171,109 +122,6 @@ def _crops(spec: ModelSpec, margin: int) -> dict[str, int]:
     return spec.crops(margin)
 
 
-def _sources(spec: ModelSpec) -> list[InputSpec]:
-    """Inputs in OTBTF source order: 10 m first (source1 sets the output grid), DEM last."""
-    return sorted(spec.inputs.values(), key=lambda s: (s.resolution != _GRID, s.key == "dem"))
-
-
-def _rfield(out: InputSpec, efield_out: int, crop_out: int, source: InputSpec) -> int:
-    """OTBTF ``rfield`` of a source so that the model receives ``efield + 2 crop`` output px.
-
-    OTBTF (``TensorflowMultisourceModelFilter::GenerateInputRequestedRegion``) maps an
-    output tile of ``efield`` px onto each source (``efield * ratio`` source px, ``ratio``
-    being the output over the source spacing) and pads it by ``rfield - int(1 + (efield
-    - 1) * ratio)`` px; solved here for a padded patch of ``(efield + 2 crop) * ratio``
-    px. For a source at the output's resolution this is ``efield + 2 crop``; a 20 m source
-    of a 10 m output gets half of it.
-    """
-    ratio = out.resolution / source.resolution
-    patch = (efield_out + 2 * crop_out) * ratio
-    region = efield_out * ratio
-    return int(patch - region + math.floor(1 + (efield_out - 1) * ratio))
-
-
-def otbtf_settings(spec: ModelSpec, *, margin: int | None = None,
-                   efield: int = DEFAULT_EFIELD, model_dir: str = "savedmodel",
-                   ) -> dict[str, Any]:
-    """What OTBTF's ``TensorflowModelServe`` needs to serve an export (``otbtf.json``).
-
-    One command per output resolution: OTBTF stacks the outputs of one command, so they
-    must share a grid. Every source gets ``-sourceN.il <key>.tif`` (replace by the raster
-    of that acquisition), its placeholder (the dataset key) and its ``rfield``. Models
-    with non-image inputs (the ``dt_*`` days of gap filling) cannot be served by OTBTF:
-    their ``command`` is null and ``reason`` says why.
-
-    Args:
-        spec: The model's spec.
-        margin: Pixels cropped on each side of the outputs (10 m px); default
-            :func:`default_margin`.
-        efield: Output patch side OTBTF writes, in 10 m px (a multiple of the size
-            multiple).
-        model_dir: The SavedModel folder, as the command line should name it.
-
-    Returns:
-        JSON-ready settings, with ``command`` (first output) and ``commands`` (by key).
-    """
-    m = _check_geometry(spec, margin, efield)
-    sources = _sources(spec)
-    not_images = [s.key for s in sources if not _is_image(s)]
-    reason = (f"inputs {', '.join(not_images)} are not images: OTBTF feeds image sources only"
-              if not_images else None)
-    reference = sources[0].resolution if sources else _GRID
-    outputs: list[dict[str, Any]] = []
-    commands: dict[str, str | None] = {}
-    for key, out in spec.outputs.items():
-        crop = _per_pixel(m, out.resolution, "margin")
-        eo = _per_pixel(efield, out.resolution, "efield")
-        scale = out.resolution / reference
-        rfields = {s.key: _rfield(out, eo, crop, s) for s in sources
-                   if _is_image(s)}
-        entry = {"key": key, "name": crop_name(key, crop), "crop_px": crop, "efield": eo,
-                 "spcscale": scale, "resolution_m": out.resolution,
-                 "channels": out.channels, "bands": list(out.bands), "rfields": rfields}
-        outputs.append(entry)
-        if reason is not None:
-            commands[key] = None
-            continue
-        args = ["otbcli_TensorflowModelServe"]
-        for n, s in enumerate(sources, start=1):
-            args += [f"-source{n}.il", f"{s.key}.tif", f"-source{n}.rfieldx", str(rfields[s.key]),
-                     f"-source{n}.rfieldy", str(rfields[s.key]),
-                     f"-source{n}.placeholder", s.key]
-        args += ["-model.dir", model_dir, "-model.fullyconv", "on",
-                 "-output.names", crop_name(key, crop),
-                 "-output.efieldx", str(eo), "-output.efieldy", str(eo)]
-        if scale != 1:
-            args += ["-output.spcscale", f"{scale:g}"]
-        # Tiles aligned on the expression field: one model run per tile.
-        args += ["-optim.tilesizex", str(eo), "-optim.tilesizey", str(eo),
-                 "-out", f"{key}.tif", "float"]
-        env = f"OTB_TF_NSOURCES={len(sources)} " if len(sources) > 1 else ""
-        commands[key] = env + shlex.join(args)
-    first = next(iter(commands.values()), None)
-    return {
-        "model": spec.name,
-        "model_dir": model_dir,
-        "signature": _SERVING_DEFAULT,
-        "fully_convolutional": True,
-        "receptive_field_px": spec.receptive_field,
-        "size_multiple": spec.size_multiple,
-        "margin_px": m,
-        "margin_covers_receptive_field": 2 * m + 1 >= spec.receptive_field,
-        "efield_px": efield,
-        "input_patch_px": efield + 2 * m,
-        "inputs": [{"placeholder": s.key, "source": n, "dtype": "float32",
-                    "layout": "NHWC" if _is_image(s) else "NC", "channels": s.channels,
-                    "resolution_m": s.resolution, "bands": list(s.bands)}
-                   for n, s in enumerate(sources, start=1)],
-        "outputs": outputs,
-        "servable": reason is None,
-        "reason": reason,
-        "command": first,
-        "commands": commands,
-    }
-
-
 def export_savedmodel(model: keras.Model, spec: ModelSpec, out_dir: str | Path, *,
                       margin: int | None = None, efield: int = DEFAULT_EFIELD,
                       overwrite: bool = False) -> Path:
@@ -297,7 +145,8 @@ def export_savedmodel(model: keras.Model, spec: ModelSpec, out_dir: str | Path, 
         spec: Its spec (inputs, outputs, receptive field, size multiple).
         out_dir: The SavedModel folder to create.
         margin: Pixels cropped on each side (10 m px), a multiple of the size multiple;
-            default half the receptive field rounded up (:func:`default_margin`).
+            default half the receptive field rounded up (:func:`default_margin`); at
+            least half the receptive field.
         efield: Output patch side for the OTBTF command line (10 m px).
         overwrite: Replace an existing ``out_dir``.
 
@@ -305,6 +154,8 @@ def export_savedmodel(model: keras.Model, spec: ModelSpec, out_dir: str | Path, 
         ``out_dir``.
 
     Raises:
+        MarginTooSmallError: ``margin`` below half the receptive field (an
+            :class:`ExportError`).
         ExportError: Not the TensorFlow backend, a model that disagrees with its spec,
             or a margin/efield that is not a multiple of the size multiple.
         OutputExistsError: ``out_dir`` exists and ``overwrite`` is not set.
@@ -316,7 +167,9 @@ def export_savedmodel(model: keras.Model, spec: ModelSpec, out_dir: str | Path, 
     m = _check_geometry(spec, margin, efield)
     signature = _input_signature(model, spec, tf)
     crops = _crops(spec, m)
-    settings = otbtf_settings(spec, margin=m, efield=efield, model_dir=str(out_dir))
+    # OTBTF resolves -model.dir from its own working directory: name it absolutely.
+    settings = otbtf_settings(spec, margin=m, efield=efield,
+                              model_dir=str(out_dir.resolve()))
 
     @tf.function(input_signature=[signature])
     def serve(inputs: dict[str, Any]) -> dict[str, Any]:

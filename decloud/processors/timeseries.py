@@ -567,24 +567,34 @@ def _to_rgb(data: np.ndarray, limits: np.ndarray) -> np.ndarray:
 _QUALITY_COLOURS = {0: (90, 160, 90), 1: (240, 120, 20), 2: (250, 220, 60), 255: (0, 0, 0)}
 
 
+#: Longest side of a quicklook panel before enlarging, pixels (full tiles are decimated).
+QUICKLOOK_SIDE = 1024
+
+
 def quicklook(out: Path, png: Path, product: S2Product | None) -> Path:
     """Input, output and quality side by side in one PNG (input left out without a product).
 
-    Input and output share one stretch (2-98 % of the output's valid pixels per
-    channel), so that the same reflectance has the same colour in both panels.
+    The panels are read on one grid of at most :data:`QUICKLOOK_SIDE` px a side (a
+    whole 10980 px tile is read at 110 m, from the COG's overviews), so a quicklook
+    costs little whatever the tile. Input and output share one stretch (2-98 % of the
+    output's valid pixels per channel): the same reflectance has the same colour in
+    both. Small scenes are enlarged (nearest neighbour) to at least 256 px.
     """
     import rasterio
 
+    from decloud.grid import Grid, RasterKind, read_on_grid
     from decloud.quicklook import write_png
 
+    grid = Grid.from_raster(out)
+    step = max(1, math.ceil(max(grid.width, grid.height) / QUICKLOOK_SIDE))
+    view = grid.at_resolution(grid.resolution * step) if step > 1 else grid
     with rasterio.open(out) as src:
         bands = [str(d) for d in src.descriptions]
-        picked = _rgb(bands)
-        output = src.read([i + 1 for i in picked]).astype(np.float32)
-        output[output == S2_NODATA] = np.nan
-        grid_shape = (src.height, src.width)
-    with rasterio.open(out.with_name(out.stem + "_quality.tif")) as src:
-        quality = src.read(1)
+    picked = _rgb(bands)
+    output = read_on_grid(out, view, indexes=[i + 1 for i in picked],
+                          kind=RasterKind.REFLECTANCE, src_nodata=S2_NODATA)
+    quality = read_on_grid(out.with_name(out.stem + "_quality.tif"), view,
+                           kind=RasterKind.MASK, fill=255)[0]
     valid = np.isfinite(output).all(axis=0)
     limits = np.zeros((3, 2), dtype=np.float32)
     for c in range(3):
@@ -592,20 +602,16 @@ def quicklook(out: Path, png: Path, product: S2Product | None) -> Path:
             limits[c] = np.percentile(output[c][valid], [2.0, 98.0])
     panels = []
     if product is not None:
-        from decloud.grid import Grid
-
-        data = product.read([bands[i] for i in picked], Grid.from_raster(out))
-        data = data.astype(np.float32) * np.float32(10000.0)
-        panels.append(_to_rgb(data, limits))
+        data = product.read([bands[i] for i in picked], view)
+        panels.append(_to_rgb(data.astype(np.float32) * np.float32(10000.0), limits))
     panels.append(_to_rgb(output, limits))
-    colours = np.zeros((*grid_shape, 3), dtype=np.uint8)
+    colours = np.zeros((*quality.shape, 3), dtype=np.uint8)
     for value, colour in _QUALITY_COLOURS.items():
         colours[quality == value] = colour
     panels.append(colours)
-    # Small scenes are enlarged (nearest neighbour) to at least 256 px to stay readable.
-    zoom = max(1, 256 // max(grid_shape))
+    zoom = max(1, 256 // max(quality.shape))
     panels = [p.repeat(zoom, axis=0).repeat(zoom, axis=1) for p in panels]
-    gap = np.full((grid_shape[0] * zoom, 4, 3), 255, dtype=np.uint8)
+    gap = np.full((quality.shape[0] * zoom, 4, 3), 255, dtype=np.uint8)
     joined = [panels[0]]
     for panel in panels[1:]:
         joined += [gap, panel]

@@ -316,7 +316,7 @@ def test_record_is_written_last_and_outputs_are_described(tmp_path: Path) -> Non
     path = record_path(out)
     assert path == tmp_path / "scene.json"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "scene.json", "scene.tif", "scene_quality.tif"]
+        "scene.json", "scene.stac.json", "scene.tif", "scene_quality.tif"]
     assert all(path.stat().st_mtime_ns >= p.stat().st_mtime_ns for p in tmp_path.iterdir())
     saved = json.loads(path.read_text())
     assert saved["pixels"] == record.pixels and sum(record.pixels.values()) == 100 * 100

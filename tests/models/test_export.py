@@ -18,10 +18,11 @@ import yaml
 from click.testing import CliRunner
 
 from decloud.cli.export import export
-from decloud.errors import ExportError, OutputExistsError
+from decloud.errors import ExportError, MarginTooSmallError, OutputExistsError
 from decloud.models import ModelConfig, ModelSpec, build, get_config
 from decloud.models.card import CARD_FILE, model_card, write_card
 from decloud.models.export import (
+    DEFAULT_EFIELD,
     OTBTF_FILE,
     check_agreement,
     crop_name,
@@ -30,6 +31,7 @@ from decloud.models.export import (
     export_savedmodel,
     otbtf_settings,
 )
+from decloud.models.otbtf import DEFAULT_RAM_HINT_MB
 
 
 def small(name: str, **network: Any) -> ModelConfig:
@@ -116,25 +118,38 @@ def test_otbtf_json(exported: tuple[Any, ModelSpec, Path, Path]) -> None:
     _, spec, saved, _ = exported
     settings = json.loads((saved / OTBTF_FILE).read_text())
     m = default_margin(spec)
-    assert settings["margin_px"] == m and settings["input_patch_px"] == 256 + 2 * m
+    assert settings["margin_px"] == m and settings["input_patch_px"] == DEFAULT_EFIELD + 2 * m
     assert {i["placeholder"] for i in settings["inputs"]} == set(spec.inputs)
     assert all(i["dtype"] == "float32" for i in settings["inputs"])
     if spec.name == "gapfill":  # dt_* are not images: nothing OTBTF can serve
         assert settings["command"] is None and "dt_tm1" in settings["reason"]
         return
+    # One command per output (10 m and 20 m); the first is also ``command``.
+    assert set(settings["commands"]) == set(spec.outputs)
+    assert settings["command"] == settings["commands"]["s2_target"]
     args = shlex.split(settings["command"])
-    assert args[0] == f"OTB_TF_NSOURCES={len(spec.inputs)}"
-    assert args[1] == "otbcli_TensorflowModelServe" and args[-1] == "float"  # -out's type
-    options = dict(zip(args[2:-1:2], args[3:-1:2], strict=True))
+    assert args[:2] == [f"OTB_TF_NSOURCES={len(spec.inputs)}",
+                        f"OTB_MAX_RAM_HINT={DEFAULT_RAM_HINT_MB}"]
+    assert args[2] == "otbcli_TensorflowModelServe" and args[-1] == "float"  # -out's type
+    options = dict(zip(args[3:-1:2], args[4:-1:2], strict=True))
     assert options["-model.dir"] == str(saved) and options["-model.fullyconv"] == "on"
     assert options["-output.names"] == f"s2_target_crop{m}"
-    assert options["-output.efieldx"] == options["-output.efieldy"] == "256"
+    assert options["-output.efieldx"] == options["-output.efieldy"] == str(DEFAULT_EFIELD)
     placeholders = {v: k.split(".")[0] for k, v in options.items() if k.endswith("placeholder")}
     assert set(placeholders) == set(spec.inputs)
     for key, source in placeholders.items():
-        patch = (256 + 2 * m) * 10 // int(spec.inputs[key].resolution)
+        patch = (DEFAULT_EFIELD + 2 * m) * 10 // int(spec.inputs[key].resolution)
         assert options[f"{source}.rfieldx"] == options[f"{source}.rfieldy"] == str(patch)
-        assert options[f"{source}.il"] == f"{key}.tif"
+        assert options[f"{source}.il"] == f"{key}.vrt"
+
+
+def test_model_dir_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, spec = build(get_config("gapfill"))
+    monkeypatch.chdir(tmp_path)
+    saved = export_savedmodel(model, spec, "savedmodel")
+    settings = json.loads((tmp_path / "savedmodel" / OTBTF_FILE).read_text())
+    assert saved == Path("savedmodel")
+    assert settings["model_dir"] == str(tmp_path / "savedmodel")
 
 
 @pytest.mark.slow
@@ -152,7 +167,7 @@ def test_msop_unet_savedmodel(tmp_path: Path) -> None:
     settings = json.loads((saved / OTBTF_FILE).read_text())
     assert (settings["receptive_field_px"], settings["size_multiple"]) == (202, 16)
     assert settings["margin_px"] == 112 and "s2_target_crop112" in settings["command"]
-    assert re.search(r"-source1\.il s2_tm1\.tif -source1\.rfieldx 480 ", settings["command"])
+    assert re.search(r"-source1\.il s2_tm1\.vrt -source1\.rfieldx 1248 ", settings["command"])
 
 
 def test_otbtf_settings_20m_output() -> None:
@@ -172,7 +187,10 @@ def test_otbtf_settings_20m_output() -> None:
 def test_bad_margin_and_efield(tmp_path: Path) -> None:
     model, spec = build(small("msop_small", widths=[8, 16, 32]))  # size multiple 4
     with pytest.raises(ExportError, match="multiple"):
-        export_savedmodel(model, spec, tmp_path / "a", margin=10)
+        export_savedmodel(model, spec, tmp_path / "a", margin=26)
+    # Receptive field 46: a margin below 23 px leaves seams.
+    with pytest.raises(MarginTooSmallError, match=r"msop_small: margin 20 .*minimum is 23"):
+        export_savedmodel(model, spec, tmp_path / "c", margin=20)
     with pytest.raises(ExportError, match="multiple"):
         export_savedmodel(model, spec, tmp_path / "b", efield=250)
     assert not list(tmp_path.iterdir())
