@@ -10,9 +10,9 @@ an engine process pays only for the modules it uses.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from decloud._lazy import lazy_attributes
 from decloud._version import __version__
 
 if TYPE_CHECKING:
@@ -38,30 +38,14 @@ __all__ = [
     "read_on_grid",
 ]
 
-#: Where each lazily loaded name lives.
-_WHERE = {
-    "Archive": "decloud.archive",
-    "normalize_tile": "decloud.archive",
-    "gdal_env": "decloud.env",
-    "Grid": "decloud.grid",
-    "RasterPool": "decloud.grid",
-    "read_on_grid": "decloud.grid",
-    "Dem": "decloud.products",
-    "Product": "decloud.products",
-    "S1Product": "decloud.products",
-    "S2Product": "decloud.products",
-    "open_product": "decloud.products",
-    "build_stack": "decloud.stack",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "Archive": "archive",
+    "normalize_tile": "archive",
+    "gdal_env": "env",
+    "Grid": "grid",
+    "RasterPool": "grid",
+    "read_on_grid": "grid",
+    **dict.fromkeys(("Dem", "Product", "S1Product", "S2Product", "open_product"),
+                    "products"),
+    "build_stack": "stack",
+}, __all__)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import click
 
 from decloud.cli.process_gapfill import gapfill
-from decloud.cli.process_multitemporal import multi_temporal
 from decloud.cli.process_monthly import monthly
+from decloud.cli.process_multitemporal import multi_temporal
 from decloud.cli.process_series import series
 from decloud.cli.process_single_date import single_date
 

@@ -15,8 +15,9 @@ dependencies (Dask, tqdm) or the preview's (matplotlib).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from decloud._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from decloud.datasets.format import FORMAT_NAME, FORMAT_VERSION, KeySpec, dataset_keys
@@ -42,24 +43,10 @@ __all__ = [
     "write_dataset",
 ]
 
-# Where each public name lives.
-_MODULES = {
+__getattr__, __dir__ = lazy_attributes(__name__, {
     "FORMAT_NAME": "format", "FORMAT_VERSION": "format", "KeySpec": "format",
     "dataset_keys": "format", "DatasetPlan": "plan", "PlanOptions": "plan",
     "PlanSample": "plan", "plan_dataset": "plan", "preview": "preview",
     "TrainingDataset": "reader", "augment_sample": "reader", "load_manifest": "reader",
     "WriteOptions": "writer", "write_dataset": "writer",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+}, __all__)

@@ -12,8 +12,9 @@ Names are imported lazily: ``import decloud.inference`` does not import Keras.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from decloud._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from decloud.inference.composite import (
@@ -56,16 +57,10 @@ __all__ = [
     "run",
 ]
 
-_WHERE = {
+__getattr__, __dir__ = lazy_attributes(__name__, {
     **dict.fromkeys(("QUALITY_CLEAR", "QUALITY_FEATHERED", "QUALITY_NODATA",
                      "QUALITY_RECONSTRUCTED", "CompositeOptions", "composite"), "composite"),
     **dict.fromkeys(("BlockOutput", "EngineOptions", "RunRecord", "StreamTiming",
                      "default_block_size", "iter_blocks", "record_path", "run"), "engine"),
     **dict.fromkeys(("BlockMethod", "BlockResult", "KerasMethod"), "method"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"decloud.inference.{_WHERE[name]}"), name)
+}, __all__)

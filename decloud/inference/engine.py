@@ -490,19 +490,20 @@ def record_path(out: str | Path) -> Path:
 def _describe_many(sets: list[InputProducts]) -> tuple[dict[str, Any], list[str], list[str]]:
     """Describe one set of products, or the distinct sets of a per-block run."""
     if len(sets) == 1:
-        return _describe_inputs(sets[0])
+        return describe_inputs(sets[0])
     described: list[dict[str, Any]] = []
     paths: list[str] = []
     dates: list[str] = []
     for products in sets:
-        one, more_paths, more_dates = _describe_inputs(products)
+        one, more_paths, more_dates = describe_inputs(products)
         described.append(one)
         paths += [p for p in more_paths if p not in paths]
         dates += [d for d in more_dates if d not in dates]
     return {"per_block": described}, paths, sorted(dates)
 
 
-def _describe_inputs(products: InputProducts) -> tuple[dict[str, Any], list[str], list[str]]:
+def describe_inputs(products: InputProducts) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The record's description of a block's products: per acquisition, the paths, the dates."""
     acquisitions: dict[str, Any] = {}
     paths: list[str] = []
     dates: list[str] = []

@@ -116,11 +116,11 @@ class DatePlan:
         """The record entries that must match, JSON-normalised."""
         if self.identity is not None:
             return {k: _normalised(v) for k, v in self.identity.items()}
-        from decloud.inference.engine import _describe_inputs
+        from decloud.inference.engine import describe_inputs
 
         out = {"method": _normalised(self.method.describe())}
         if isinstance(self.inputs, InputProducts):
-            out["inputs"] = _normalised(_describe_inputs(self.inputs)[0])
+            out["inputs"] = _normalised(describe_inputs(self.inputs)[0])
         return out
 
 

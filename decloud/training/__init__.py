@@ -9,8 +9,9 @@ Attributes load on first use: :class:`TrainOptions` needs no Keras, the rest doe
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from decloud._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from decloud.training.data import Batches
@@ -21,21 +22,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Batches", "TrainOptions", "TrainResult", "read_history", "train", "write_preview"]
 
-_WHERE = {
-    "Batches": "decloud.training.data",
-    "TrainOptions": "decloud.training.options",
-    "TrainResult": "decloud.training.trainer",
-    "read_history": "decloud.training.history",
-    "train": "decloud.training.trainer",
-    "write_preview": "decloud.training.previews",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "Batches": "data",
+    "TrainOptions": "options",
+    "TrainResult": "trainer",
+    "read_history": "history",
+    "train": "trainer",
+    "write_preview": "previews",
+}, __all__)
