@@ -398,7 +398,9 @@ def inventory_rows(archive: Archive, *, progress: bool = False) -> list[dict[str
     from tqdm import tqdm
 
     rows: list[dict[str, Any]] = []
-    for product in tqdm(archive.s2, desc="S2 masks", disable=not progress, leave=False):
+    # disable=None: no bar where stderr is not a terminal (logs, CI), whatever progress says.
+    for product in tqdm(archive.s2, desc="S2 masks", disable=None if progress else True,
+                        leave=False):
         row = _row(product)
         row["mask"] = product.mask_origin
         try:
@@ -408,7 +410,7 @@ def inventory_rows(archive: Archive, *, progress: bool = False) -> list[dict[str
         except PRODUCT_FAULTS as err:
             row["problem"] = fault_reason(product.path, err)
         rows.append(row)
-    for image in tqdm(archive.s1, desc="S1", disable=not progress, leave=False):
+    for image in tqdm(archive.s1, desc="S1", disable=None if progress else True, leave=False):
         row = _row(image)
         try:
             with RasterPool() as pool:

@@ -306,7 +306,8 @@ def _write(
         with ExitStack() as open_writers:
             for writer in writers.values():
                 open_writers.enter_context(writer)
-            for window, _ in tqdm(windows, desc=name, disable=not progress, unit="window"):
+            for window, _ in tqdm(windows, desc=name, unit="window",
+                                  disable=None if progress else True):
                 arrays = read_inputs(keys, products, grid, window, pool=pool)
                 for key, array in arrays.items():
                     # Channels-last views of channels-first reads: back to (C, H, W).

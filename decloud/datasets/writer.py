@@ -426,7 +426,7 @@ def _run(jobs: list[_ShardJob], workers: int, client: Any, progress: bool) -> No
     ``client``: a connected Dask client (``scheduler``), or None (this process, or a
     local cluster of ``workers`` processes).
     """
-    bar = tqdm(total=len(jobs), desc="dataset", unit="shard", disable=not progress)
+    bar = tqdm(total=len(jobs), desc="dataset", unit="shard", disable=None if progress else True)
 
     def done(k: int) -> None:
         bar.update()

@@ -341,7 +341,8 @@ class Catalog:
         for product in todo:
             grid = (grids.get(product.tile) if product.tile else None) or product.grid()
             jobs.append((product, grid if grid.resolution == 10.0 else grid.at_resolution(10.0)))
-        bar = tqdm(total=len(jobs), desc="index", unit="product", disable=not progress)
+        bar = tqdm(total=len(jobs), desc="index", unit="product",
+                   disable=None if progress else True)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = {pool.submit(stats, p, g): (p, g) for p, g in jobs}
             for future in as_completed(futures):

@@ -614,8 +614,8 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
     with contextlib.ExitStack() as stack:
         # Closed first on an error: the readers stop before the outputs are discarded.
         writer = stack.enter_context(BackgroundWriter(writers, queue_size=options.write_queue))
-        bar = stack.enter_context(tqdm(total=n_blocks, unit="block",
-                                       disable=not options.progress, desc=method.name))
+        bar = stack.enter_context(tqdm(total=n_blocks, unit="block", desc=method.name,
+                                       disable=None if options.progress else True))
         blocks = stack.enter_context(contextlib.closing(
             iter_blocks(method, lambda core: per_block[_window_key(core)], grid, options,
                         timing=timing)))

@@ -508,7 +508,7 @@ def run_jobs(jobs: Sequence[SeriesJob], grid: Grid, out_dir: Path,
     engine = options.engine or EngineOptions()
     _check_settings(out_dir, {**settings, "composite": dataclasses.asdict(engine.composite)})
     reports: list[DateReport] = []
-    bar = tqdm(jobs, unit="date", desc=title, disable=not options.progress)
+    bar = tqdm(jobs, unit="date", desc=title, disable=None if options.progress else True)
     for job in bar:
         report = _one_job(job, grid, engine, options, record_path(job.out))
         reports.append(report)

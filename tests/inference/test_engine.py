@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -377,13 +378,18 @@ def test_blocks_of_a_20m_key_start_on_whole_coarse_pixels(block: int) -> None:
     assert np.array_equal(got, whole, equal_nan=True)
 
 
-def test_default_block_size_and_progress_bar(tmp_path: Path,
+def test_default_block_size_and_progress_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     grid = _grid().subgrid(Window(0, 0, 30, 30))
     quiet = run(Neighbour(), _products(), grid, tmp_path / "quiet.tif")
     assert "block" not in capsys.readouterr().err  # off by default in the library
     # 1024 on CPU, 2048 on a GPU with JAX.
     assert quiet.parameters["block_size"] == default_block_size() in (1024, 2048)
+    # Asked for, the bar shows on a terminal only (not in logs or CI).
+    run(Neighbour(), _products(), grid, tmp_path / "log.tif",
+        EngineOptions(block_size=10, progress=True))
+    assert "9/9" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     run(Neighbour(), _products(), grid, tmp_path / "bar.tif",
         EngineOptions(block_size=10, progress=True))
     assert "9/9" in capsys.readouterr().err
