@@ -41,7 +41,7 @@ from rasterio.windows import Window
 from decloud.constants import S2_ALL_BANDS, S2_NATIVE_RESOLUTION
 from decloud.errors import MetadataError, ProductFormatError
 from decloud.grid import Grid, RasterPool
-from decloud.products._files import FolderFiles, ProductFiles, product_files
+from decloud.products._files import FolderFiles, ProductFiles
 from decloud.products._metadata import (
     XmlDocument,
     band_offsets,
@@ -50,7 +50,12 @@ from decloud.products._metadata import (
     require_offsets,
 )
 from decloud.products.base import BandFile, S2Product, register
-from decloud.products.safe import acquisition_time, declared_images, declared_missing
+from decloud.products.safe import (
+    acquisition_time,
+    declared_images,
+    declared_missing,
+    open_safe,
+)
 
 __all__ = ["OFFSET_START", "L1CBandFiles", "SafeL1CProduct", "parse_band_file_name"]
 
@@ -135,16 +140,7 @@ class SafeL1CProduct(_L1CProduct):
             MetadataError: ``MTD_MSIL1C.xml`` is not XML, or a value is missing, not a
                 number, zero where it divides, or (PB >= 04.00) an offset is missing.
         """
-        stem = _stem(path)
-        match = _SAFE_NAME.match(stem)
-        if match is None:
-            raise ProductFormatError("name is not a SAFE L1C product name", path=path)
-        files = product_files(path, stem + ".SAFE")
-        if "MTD_MSIL1C.xml" not in files.names():
-            raise ProductFormatError(
-                "MTD_MSIL1C.xml is missing at the product's top level: is this the .SAFE "
-                "folder itself, not its parent or a subfolder?", path=path,
-                field="MTD_MSIL1C.xml")
+        match, files = open_safe(path, _SAFE_NAME, "L1C", "MTD_MSIL1C.xml")
         doc = XmlDocument(files.read_bytes("MTD_MSIL1C.xml"), f"{path}/MTD_MSIL1C.xml")
         baseline = doc.text("PROCESSING_BASELINE") or \
             f"{match['baseline'][:2]}.{match['baseline'][2:]}"

@@ -84,6 +84,26 @@ _NAME = re.compile(
 _IMAGE = re.compile(r"IMG_DATA/R(?P<res>\d{2})m/[^/]*_(?P<band>B\d[\dA]|SCL)_(?P=res)m\.jp2$")
 
 
+def open_safe(path: Path, name: re.Pattern[str], level: str,
+              metadata: str) -> tuple[re.Match[str], ProductFiles]:
+    """The name match and the files of a SAFE folder or zip whose top level has ``metadata``.
+
+    Raises:
+        ProductFormatError: The name is not a SAFE ``level`` name, or ``metadata`` is not
+            at the product's top level.
+    """
+    stem = _stem(path)
+    match = name.match(stem)
+    if match is None:
+        raise ProductFormatError(f"name is not a SAFE {level} product name", path=path)
+    files = product_files(path, stem + ".SAFE")
+    if metadata not in files.names():
+        raise ProductFormatError(
+            f"{metadata} is missing at the product's top level: is this the .SAFE folder "
+            "itself, not its parent or a subfolder?", path=path, field=metadata)
+    return match, files
+
+
 @register
 @dataclass(kw_only=True)
 class SafeProduct(S2Product):
@@ -110,17 +130,7 @@ class SafeProduct(S2Product):
     @classmethod
     def open(cls, path: Path) -> SafeProduct:
         """Open a SAFE L2A product folder or zip."""
-        stem = _stem(path)
-        match = _NAME.match(stem)
-        if match is None:
-            raise ProductFormatError("name is not a SAFE L2A product name", path=path)
-        files = product_files(path, stem + ".SAFE")
-        if "MTD_MSIL2A.xml" not in files.names():
-            raise ProductFormatError(
-                "MTD_MSIL2A.xml is missing at the product's top level: is this the .SAFE "
-                "folder itself, not its parent or a subfolder?", path=path,
-                field="MTD_MSIL2A.xml",
-            )
+        match, files = open_safe(path, _NAME, "L2A", "MTD_MSIL2A.xml")
         meta = _read_metadata(files, path)
         baseline = meta["baseline"] or f"{match['baseline'][:2]}.{match['baseline'][2:]}"
         has_offsets = baseline_has_offsets(parse_baseline(baseline, meta["where"]))
