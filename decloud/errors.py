@@ -13,11 +13,14 @@ __all__ = [
     "ArgumentError",
     "BrokenSourceError",
     "CatalogError",
+    "CloudyReferenceError",
+    "ClusterConfigError",
     "CorruptRasterError",
     "CrsMismatchError",
     "DatasetError",
     "DecloudError",
     "DemCoverageError",
+    "EvaluationError",
     "ExportError",
     "ExtentError",
     "GdalConfigError",
@@ -38,6 +41,7 @@ __all__ = [
     "OutputExistsError",
     "OutputWriteError",
     "PoolThreadError",
+    "PrecisionError",
     "ProcessorRerunError",
     "ProductError",
     "ProductFormatError",
@@ -188,6 +192,10 @@ class CatalogError(DecloudError):
     """The catalog folder is missing, of another version, or inconsistent."""
 
 
+class ClusterConfigError(DecloudError):
+    """A cluster configuration (dask-jobqueue YAML) is invalid, or its cluster cannot be made."""
+
+
 class DatasetError(DecloudError):
     """A training dataset is invalid, incomplete or inconsistent."""
 
@@ -254,10 +262,25 @@ class GdalConfigError(ArgumentError):
     """A GDAL configuration option cannot be set as asked (e.g. a process-wide one per thread)."""
 
 
+class PrecisionError(InferenceError):
+    """A compute precision (``bfloat16``) not validated for the model it was asked for."""
+
+
 class PoolThreadError(DecloudError):
     """A :class:`~decloud.grid.RasterPool` was used from a thread other than its owner's.
 
     GDAL datasets must not be shared across threads: each thread creates its own pool.
+    """
+
+
+class EvaluationError(DecloudError):
+    """A prediction and its reference cannot be compared (different bands, regions...)."""
+
+
+class CloudyReferenceError(EvaluationError):
+    """A benchmark reference acquisition is itself cloudy: it cannot be the truth.
+
+    ``path`` names the product and the message its cloud (and shadow) fraction.
     """
 
 

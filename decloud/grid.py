@@ -44,6 +44,13 @@ from decloud.errors import (
 )
 from decloud.windows import round_up
 
+try:  # the compiled loops (setup.py); without them the numpy path gives the same bits
+    from decloud import _kernels as _compiled
+except ImportError:  # installed without a C compiler
+    _compiled = None  # type: ignore[assignment]
+#: The compiled loops of decloud/_kernels.c, or None (tests set it to None as well).
+_kernels: Any = _compiled
+
 __all__ = [
     "Grid",
     "RasterKind",
@@ -173,13 +180,21 @@ class Grid:
         )
 
     def subgrid(self, window: Window) -> Grid:
-        """The grid of a window of this grid (the window may extend past the edges)."""
-        return Grid(
-            self.crs,
-            rasterio.windows.transform(window, self.transform),
-            int(window.width),
-            int(window.height),
-        )
+        """The grid of a window of this grid (the window may extend past the edges).
+
+        The transform is :func:`rasterio.windows.transform`'s, operation for operation
+        (so the same to the bit), without its two calls of affine's deprecated ``*``
+        and their warnings: this runs once per band read.
+        """
+        t = self.transform
+        col, row = window.col_off or 0.0, window.row_off or 0.0
+        # rasterio: (x, y) = transform * (col, row), then
+        # Affine.translation(x - c, y - f) @ transform, written out.
+        x = col * t.a + row * t.b + t.c
+        y = col * t.d + row * t.e + t.f
+        transform = Affine(t.a + 0.0 * t.d, t.b + 0.0 * t.e, t.c + 0.0 * t.f + (x - t.c),
+                           0.0 * t.a + t.d, 0.0 * t.b + t.e, 0.0 * t.c + t.f + (y - t.f))
+        return Grid(self.crs, transform, int(window.width), int(window.height))
 
     def full_window(self) -> Window:
         """The window covering the whole grid."""
@@ -529,17 +544,31 @@ def _decode(
             return None
         np.copyto(target, np.float32(np.nan), where=missing)
         return missing
+    if _kernels is not None and dtype in _KERNEL_TYPES and target.dtype == np.float32:
+        # One compiled pass per band: cast, scale, offset and nodata test together.
+        for band, values in zip(target, data, strict=True):
+            _kernels.scale_nodata(values, band, 0 if nd is None else int(nd), nd is not None,
+                                  finish.scale, finish.scale != 1.0, finish.offset)
+        return None
     step = _strip_rows(target)
     for r in range(0, target.shape[1], step):
         part, raw = target[:, r : r + step], data[:, r : r + step]
         # Compared before finish: raw is part itself when the source is float32.
         missing = raw == nd if nd is not None else None
+        count = np.count_nonzero(missing) if missing is not None else 0
+        if count == part.size:  # all nodata (outside a swath): no arithmetic
+            part[...] = np.float32(np.nan)
+            continue
         if raw is not part:
             part[...] = raw  # faster than casting inside the multiplication's loop
         finish(part)
-        if missing is not None and missing.any():
+        if count:
             np.copyto(part, np.float32(np.nan), where=missing)
     return None
+
+
+#: Source types the compiled loops take (Sentinel-2 DN: THEIA int16, ESA uint16).
+_KERNEL_TYPES = (np.dtype(np.int16), np.dtype(np.uint16))
 
 
 def _read_aligned(
@@ -661,6 +690,24 @@ def _strip_phases(phases: tuple[_Phase, ...], k: int, s0: int,
     return tuple((f, n, i - lo, w) for f, n, i, w in cut), lo, hi
 
 
+@functools.lru_cache(maxsize=1024)
+def _kernel_axis(axis: _Axis) -> tuple[np.ndarray, np.ndarray]:
+    """An axis's phases for :func:`decloud._kernels.upsample2`, per target pixel.
+
+    Returns:
+        The first source pixel of each target pixel of ``lo:hi`` (int32, from
+        ``src_lo``), and whether the second one weighs 3/4 (uint8); read-only (cached).
+    """
+    index = np.empty(axis.hi - axis.lo, np.int32)
+    far = np.empty(axis.hi - axis.lo, np.uint8)
+    for first, count, i, w in axis.phases:
+        index[_every(2, first, count)] = np.arange(i, i + count)
+        far[_every(2, first, count)] = w >= 0.5
+    index.flags.writeable = False
+    far.flags.writeable = False
+    return index, far
+
+
 def _read_padded(
     src: DatasetReader,
     indexes: Sequence[int],
@@ -760,6 +807,47 @@ def _sum_axis(a: np.ndarray, phases: Sequence[_Phase], axis: int, out: np.ndarra
                    out=out[:, :, first:stop:2])
 
 
+def _upsample2_exact(data: np.ndarray, missing: np.ndarray | None, rows: _Axis, cols: _Axis,
+                     finish: _Finish, block: np.ndarray) -> None:
+    """Bilinear upsampling by 2 of 8- or 16-bit values (NaN at nodata) into ``block``.
+
+    Strip by strip of output rows so that the passes run in cache: columns then rows
+    as exact integer-valued sums (:func:`_sum_axis`), then one scale that also divides
+    by 16. A strip whose source pixels are all nodata (outside a swath) is NaN without
+    arithmetic; where valid pixels touch nodata the columns concerned are redone with
+    renormalised weights (:func:`_fix_nodata_borders`).
+    """
+    step = _strip_rows(block, 2)
+    width = block.shape[2]
+    for s0 in range(0, block.shape[1], step):
+        phases, lo, hi = _strip_phases(rows.phases, 2, s0, min(s0 + step, block.shape[1]))
+        strip = block[:, s0 : s0 + step]
+        source, col_phases = data[:, lo:hi], cols.phases
+        part = missing[:, lo:hi] if missing is not None else None
+        if part is not None:
+            valid = np.flatnonzero(~part.all(axis=(0, 1)))
+            if valid.size == 0:
+                strip[...] = np.float32(np.nan)
+                continue
+            # Output columns whose two source neighbours are both nodata columns are
+            # NaN: compute only between the first and last valid source columns (with
+            # a margin of 3 source pixels, as in _fix_nodata_borders).
+            c0 = max(0, 2 * (int(valid[0]) - 3))
+            c1 = min(width, 2 * (int(valid[-1]) + 3))
+            if c1 - c0 < width:
+                strip[:, :, :c0] = np.float32(np.nan)
+                strip[:, :, c1:] = np.float32(np.nan)
+                col_phases, c_lo, c_hi = _strip_phases(cols.phases, 2, c0, c1)
+                source, part = source[:, :, c_lo:c_hi], part[:, :, c_lo:c_hi]
+                strip = strip[:, :, c0:c1]
+        half = np.empty((data.shape[0], hi - lo, strip.shape[2]), np.float32)
+        _sum_axis(source, col_phases, 2, half)
+        _sum_axis(half, phases, 1, strip)
+        finish(strip, divisor=16)
+        if part is not None:
+            _fix_nodata_borders(source, part, phases, col_phases, finish, strip)
+
+
 def _read_upsampled(
     src: DatasetReader,
     src_grid: Grid,
@@ -797,6 +885,19 @@ def _read_upsampled(
         return out
     _fill_outside(out, slice(rows.lo, rows.hi), slice(cols.lo, cols.hi), empty)
     block = out[:, rows.lo : rows.hi, cols.lo : cols.hi]
+    src_dtype = np.dtype(src.dtypes[indexes[0] - 1])
+    if bilinear and k == 2 and _kernels is not None and src_dtype in _KERNEL_TYPES:
+        # The integers as stored (edge copies past the source's edges), then one
+        # compiled pass per band: interpolation, renormalisation, scale and offset.
+        raw, _ = _read_padded(src, indexes, rows, cols, src_dtype, None, False)
+        nd = _comparable_nodata(nodata, src_dtype)
+        row_index, row_far = _kernel_axis(rows)
+        col_index, col_far = _kernel_axis(cols)
+        for band, values in zip(block, raw, strict=True):
+            _kernels.upsample2(values, band, row_index, row_far, col_index, col_far,
+                               0 if nd is None else int(nd), nd is not None, finish.scale,
+                               finish.scale != 1.0, finish.offset)
+        return out
     dtype: Any = np.float32 if kind.continuous else out.dtype
     data, missing = _read_padded(src, indexes, rows, cols, dtype, nodata, kind.continuous)
     if not bilinear:
@@ -807,27 +908,21 @@ def _read_upsampled(
         if kind.continuous:
             finish(block)
         return out
-    exact = _dyadic_exact(k, np.dtype(src.dtypes[indexes[0] - 1]))
+    if _dyadic_exact(k, np.dtype(src.dtypes[indexes[0] - 1])):
+        _upsample2_exact(data, missing, rows, cols, finish, block)
+        return out
     step = _strip_rows(block, k)
     for s0 in range(0, block.shape[1], step):
         phases, lo, hi = _strip_phases(rows.phases, k, s0, min(s0 + step, block.shape[1]))
         strip = block[:, s0 : s0 + step]
         part = missing[:, lo:hi] if missing is not None else None
-        if not exact:
-            if part is None:
-                half = np.empty((data.shape[0], hi - lo, strip.shape[2]), np.float32)
-                _interpolate_axis(data[:, lo:hi], cols.phases, k, 2, half)
-                _interpolate_axis(half, phases, k, 1, strip)
-            else:
-                _renormalised(data[:, lo:hi], part, phases, cols.phases, k, strip)
-            finish(strip)
-            continue
-        half = np.empty((data.shape[0], hi - lo, strip.shape[2]), np.float32)
-        _sum_axis(data[:, lo:hi], cols.phases, 2, half)
-        _sum_axis(half, phases, 1, strip)
-        finish(strip, divisor=16)
-        if part is not None:
-            _fix_nodata_borders(data[:, lo:hi], part, phases, cols.phases, finish, strip)
+        if part is None:
+            half = np.empty((data.shape[0], hi - lo, strip.shape[2]), np.float32)
+            _interpolate_axis(data[:, lo:hi], cols.phases, k, 2, half)
+            _interpolate_axis(half, phases, k, 1, strip)
+        else:
+            _renormalised(data[:, lo:hi], part, phases, cols.phases, k, strip)
+        finish(strip)
     return out
 
 
@@ -877,10 +972,25 @@ def _fix_nodata_borders(data: np.ndarray, missing: np.ndarray, rows: Sequence[_P
     c0 = max(0, 2 * (int(needed[0]) - 3))
     c1 = min(strip.shape[2], 2 * (int(needed[-1]) + 3))
     sub, lo, hi = _strip_phases(cols, 2, c0, c1)
-    fixed = np.empty((strip.shape[0], strip.shape[1], c1 - c0), np.float32)
-    _renormalised(data[:, :, lo:hi], missing[:, :, lo:hi], rows, sub, 2, fixed)
+    # Numerators (values, 0 at nodata) and denominators (1 at valid pixels) are
+    # upsampled together as exact sums, stacked along the band axis: 16 times the
+    # weighted sum and 16 times the sum of the weights, so their quotient rounds
+    # exactly as _renormalised's. The own (nearest) pixel weighs 9 of 16, the three
+    # others 7 together: a denominator under 8 means the own pixel is nodata (NaN).
+    bands, gone = data.shape[0], missing[:, :, lo:hi]
+    both = np.empty((2 * bands, *gone.shape[1:]), np.float32)
+    np.copyto(both[:bands], data[:, :, lo:hi])
+    np.copyto(both[:bands], np.float32(0), where=gone)
+    np.logical_not(gone, out=both[bands:], casting="unsafe")
+    half = np.empty((2 * bands, gone.shape[1], c1 - c0), np.float32)
+    _sum_axis(both, sub, 2, half)
+    sums = np.empty((2 * bands, strip.shape[1], c1 - c0), np.float32)
+    _sum_axis(half, rows, 1, sums)
+    weights = sums[bands:]
+    np.copyto(weights, np.float32(np.nan), where=weights < 8)
+    fixed = strip[:, :, c0:c1]
+    np.divide(sums[:bands], weights, out=fixed)
     finish(fixed)
-    strip[:, :, c0:c1] = fixed
 
 
 def _read_warped(

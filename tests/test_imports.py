@@ -74,14 +74,16 @@ def test_the_cli_starts_without_the_backend() -> None:
 #: Stage of each top-level module or subpackage of decloud; a module may import its own
 #: stage and earlier ones only.
 LAYERS: dict[str, int] = {
-    "_version": 0, "_lazy": 0, "constants": 0, "errors": 0, "env": 0, "keys": 0, "s1": 0,
+    "_version": 0, "_lazy": 0, "_kernels": 0, "constants": 0, "errors": 0, "env": 0,
+    "keys": 0, "s1": 0,
     "io": 1, "grid": 1, "windows": 1, "writers": 1, "quicklook": 1, "masks": 1,
     "products": 2, "archive": 2,
     "index": 3, "layouts": 3, "datasets": 3, "inputs": 3, "stack": 3,
     "models": 4,
     "evaluation": 5,
     "training": 6,
-    "export": 7, "inference": 7, "stac": 7, "processors": 8,
+    "export": 7, "inference": 7, "stac": 7, "processors": 8, "distributed": 8,
+    "benchmark": 8,
     "cli": 9,
 }
 

@@ -9,6 +9,7 @@ import click
 
 from decloud.cli.options import archive_from_options, archive_options
 from decloud.index import AddReport, Catalog
+from decloud.index.catalog import JournalMode
 
 __all__ = ["index"]
 
@@ -36,6 +37,13 @@ _STRICT = click.option("--strict", is_flag=True,
                             "others are indexed all the same).")
 
 
+_JOURNAL = click.option(
+    "--journal-mode", type=click.Choice(["auto", "wal", "delete"]), default="auto",
+    show_default=True,
+    help="SQLite journal of the catalog: auto = DELETE on a shared filesystem (NFS, Lustre, "
+         "GPFS, CIFS, BeeGFS, Ceph, FUSE), where WAL is unsafe, else WAL.")
+
+
 @index.command()
 @archive_options
 @click.option("--catalog", "folder", required=True,
@@ -45,9 +53,10 @@ _STRICT = click.option("--strict", is_flag=True,
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Products whose statistics are computed at once.")
 @_STRICT
+@_JOURNAL
 def build(archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
           dem_root: Path | None, folder: Path, patch_size: int, workers: int,
-          strict: bool) -> None:
+          strict: bool, journal_mode: JournalMode) -> None:
     """Create a catalog and index every product of an archive.
 
     Every band and mask file is opened first: an unreadable product is skipped, listed
@@ -55,7 +64,8 @@ def build(archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
     `decloud index add`: products already indexed are kept.
     """
     archive = archive_from_options(archive_root, s2_root, s1_root, dem_root, check_files=True)
-    with Catalog.create(folder, patch_size=patch_size) as catalog:
+    with Catalog.create(folder, patch_size=patch_size, journal_mode=journal_mode) as catalog:
+        click.echo(f"catalog journal: {catalog.journal_mode} ({catalog.journal_reason})")
         _report(catalog.add(archive, workers=workers, progress=True), catalog, strict=strict)
 
 
@@ -67,11 +77,14 @@ def build(archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Products whose statistics are computed at once.")
 @_STRICT
+@_JOURNAL
 def add(archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
-        dem_root: Path | None, folder: Path, workers: int, strict: bool) -> None:
+        dem_root: Path | None, folder: Path, workers: int, strict: bool,
+        journal_mode: JournalMode) -> None:
     """Add the products of an archive that the catalog does not hold yet."""
     archive = archive_from_options(archive_root, s2_root, s1_root, dem_root, check_files=True)
-    with Catalog.open(folder) as catalog:
+    with Catalog.open(folder, journal_mode=journal_mode) as catalog:
+        click.echo(f"catalog journal: {catalog.journal_mode} ({catalog.journal_reason})")
         _report(catalog.add(archive, workers=workers, progress=True), catalog, strict=strict)
 
 

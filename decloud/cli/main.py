@@ -12,7 +12,9 @@ from typing import Any
 import click
 
 from decloud._version import __version__
+from decloud.cli.benchmark import benchmark
 from decloud.cli.dataset import dataset
+from decloud.cli.evaluate import evaluate
 from decloud.cli.export import export
 from decloud.cli.index import index
 from decloud.cli.info import info
@@ -61,6 +63,8 @@ cli.add_command(layout)
 cli.add_command(dataset)
 cli.add_command(export)
 cli.add_command(models)
+cli.add_command(evaluate)
 cli.add_command(train)
 cli.add_command(process)
 cli.add_command(stac)
+cli.add_command(benchmark)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -11,19 +12,30 @@ import click
 from decloud.archive import Archive
 
 if TYPE_CHECKING:
+    from decloud.distributed.cluster import Execution
     from decloud.inference.engine import EngineOptions, RunRecord
+    from decloud.inference.method import KerasMethod
 
 __all__ = [
     "archive_from_options",
     "archive_options",
     "check_model",
+    "check_serving",
     "engine_from_options",
     "engine_options",
+    "execution_from_options",
+    "execution_options",
     "model_options",
     "run_summary",
+    "serving_method",
+    "serving_options",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: decloud.models.otbtf.EXECUTABLE, written out: importing decloud.models loads Keras
+#: (a test checks they agree).
+OTBTF_EXECUTABLE = "otbcli_TensorflowModelServe"
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 
@@ -85,7 +97,7 @@ def engine_options(func: F) -> F:
     """Add the streaming engine's and the composite's options to a model processor."""
     return _add(func, [
         click.option("--block-size", type=click.IntRange(min=16), default=None,
-                     help="Core block side, pixels [default: 1024 on CPU, 2048 on GPU]."),
+                     help="Core block side, pixels [default: 1280 on CPU, 2048 on GPU]."),
         click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Blocks per model call."),
         click.option("--readers", type=click.IntRange(min=1), default=2, show_default=True,
@@ -113,6 +125,51 @@ def engine_from_options(block_size: int | None, batch_size: int, readers: int, d
                          overwrite=overwrite, progress=True)
 
 
+def execution_options(func: F) -> F:
+    """Add --workers, --threads-per-worker, --scheduler, --cluster-config, --retries, --gpus."""
+    return _add(func, [
+        click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Dask worker processes of a local cluster running the dates in "
+                          "parallel (with --cluster-config: jobs to ask for); 0: one date "
+                          "after another in this process."),
+        click.option("--threads-per-worker", type=click.IntRange(min=1), default=1,
+                     show_default=True, help="Dates each local worker process runs at once."),
+        click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                     help="Run the dates on this running Dask scheduler's workers (they "
+                          "must see the same paths)."),
+        click.option("--cluster-config", type=click.Path(exists=True, dir_okay=False,
+                                                         path_type=Path),
+                     default=None, help="Run the dates on a SLURM/PBS cluster described by "
+                                        "this YAML file (pipelines/cluster-*.yaml)."),
+        click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+                     help="Reruns of a date whose task raised an unexpected error (a "
+                          "date whose worker died is rescheduled by Dask)."),
+        click.option("--gpus", is_flag=True,
+                     help="A local cluster of one worker per GPU of this node (--workers of "
+                          "them; all the GPUs when 0), each seeing its own device."),
+    ])
+
+
+def execution_from_options(workers: int, threads_per_worker: int, scheduler: str | None,
+                           cluster_config: Path | None, retries: int,
+                           gpus: bool = False) -> Execution:
+    """Where :func:`execution_options` asked the dates to run (workers load Keras quietly)."""
+    from decloud.cli.backend import load_backend
+    from decloud.distributed.cluster import Execution
+
+    if scheduler is not None and cluster_config is not None:
+        raise click.UsageError("give --scheduler or --cluster-config, not both")
+    if gpus and (scheduler is not None or cluster_config is not None):
+        raise click.UsageError("--gpus starts a local cluster: not with --scheduler or "
+                               "--cluster-config (give gpus_per_job in the cluster file)")
+    if scheduler is not None and workers:
+        raise click.UsageError("--workers starts a local cluster (or asks --cluster-config "
+                               "for jobs): a running --scheduler has its own workers")
+    return Execution(workers=workers, threads_per_worker=threads_per_worker,
+                     scheduler=scheduler, cluster_config=cluster_config, retries=retries,
+                     backend=load_backend, gpus=gpus)
+
+
 def run_summary(out: Path, record: RunRecord, extra: str = "") -> str:
     """One line on a finished run: blocks, time, and its clear/reconstructed/nodata share."""
     pixels = record.pixels
@@ -121,3 +178,42 @@ def run_summary(out: Path, record: RunRecord, extra: str = "") -> str:
             f"in {record.timing['wall_s']:.1f} s; clear {pixels['clear'] / total:.1%}, "
             f"reconstructed {(pixels['reconstructed'] + pixels['feathered']) / total:.1%}, "
             f"nodata {pixels['nodata'] / total:.1%}")
+
+
+def serving_options(func: F) -> F:
+    """Add --engine / --savedmodel (how a model processor runs its model)."""
+    return _add(func, [
+        click.option("--engine", "serving", type=click.Choice(["native", "otbtf"]),
+                     default="native", show_default=True,
+                     help="native: decloud's streaming engine runs the Keras model; otbtf: "
+                          "OTBTF's otbcli_TensorflowModelServe runs its SavedModel export "
+                          "(same outputs; needs OTBTF on PATH, e.g. the OTBTF docker image)."),
+        click.option("--savedmodel", type=click.Path(exists=True, file_okay=False,
+                                                     path_type=Path), default=None,
+                     help="--engine otbtf: the model's SavedModel export (decloud export "
+                          "--format savedmodel) [default: export it into a temporary folder]."),
+    ])
+
+
+def check_serving(serving: str, savedmodel: Path | None) -> None:
+    """Refuse --engine otbtf without OTBTF on PATH (before anything is loaded or written)."""
+    if serving != "otbtf":
+        if savedmodel is not None:
+            raise click.BadParameter("a SavedModel is served by --engine otbtf only",
+                                     param_hint="--savedmodel")
+        return
+    # Checked here, not through decloud.inference.otbtf: that imports Keras, whose
+    # start-up lines load_backend() filters, and a missing tool must cost nothing.
+    if shutil.which(OTBTF_EXECUTABLE) is None:
+        raise click.ClickException(
+            f"{OTBTF_EXECUTABLE} is not on PATH: run in decloud's OTBTF image (docker/otbtf, "
+            "built on mdl4eo/otbtf) or install OTBTF and source its otbenv.profile")
+
+
+def serving_method(method: KerasMethod, serving: str, savedmodel: Path | None) -> KerasMethod:
+    """The model as the engine runs it: itself, or served by OTBTF (``--engine otbtf``)."""
+    if serving != "otbtf":
+        return method
+    from decloud.inference.otbtf import OtbtfMethod
+
+    return OtbtfMethod.from_method(method, savedmodel=savedmodel)

@@ -7,7 +7,12 @@ from pathlib import Path
 import click
 
 from decloud.cli.backend import load_backend
-from decloud.cli.options import archive_from_options, archive_options
+from decloud.cli.options import (
+    archive_from_options,
+    archive_options,
+    execution_from_options,
+    execution_options,
+)
 from decloud.cli.process_series import job_option
 
 __all__ = ["monthly"]
@@ -58,16 +63,19 @@ def _months(text: str) -> list[int]:
 @click.option("--max-s1-gap", type=click.FloatRange(min=0), default=72.0, show_default=True,
               help="model: hours between a date and its nearest S1 image at most.")
 @click.option("--block-size", type=click.IntRange(min=16), default=None,
-              help="Core block side, pixels [default: 1024 on CPU, 2048 on GPU].")
+              help="Core block side, pixels [default: 1280 on CPU, 2048 on GPU].")
 @click.option("--readers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads reading inputs.")
 @click.option("--strict", is_flag=True, help="Stop at the first failed month.")
 @click.option("--no-quicklooks", is_flag=True, help="Do not write the per-month PNGs.")
+@execution_options
 def monthly(
     archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
     dem_root: Path | None, tile: str, year: int, months: str, method: str, out_dir: Path,
     window_days: float, buffer: int, bands: str, spacing_days: float, max_s1_gap: float,
-    block_size: int | None, readers: int, strict: bool, no_quicklooks: bool,
+    block_size: int | None, readers: int, strict: bool, no_quicklooks: bool, workers: int,
+    threads_per_worker: int, scheduler: str | None, cluster_config: Path | None, retries: int,
+    gpus: bool,
 ) -> None:
     """Make one image per month of --year, by gap-filling or with a monthly6 model.
 
@@ -75,6 +83,8 @@ def monthly(
     touched); a month without data is recorded as failed and the others go on.
     """
     wanted = _months(months)
+    execution = execution_from_options(workers, threads_per_worker, scheduler, cluster_config,
+                                       retries, gpus)
     if method != "gapfill" and not Path(method).exists():
         raise click.BadParameter(f"{method} is neither 'gapfill' nor a model file",
                                  param_hint="--method")
@@ -96,7 +106,8 @@ def monthly(
                               timedelta(hours=max_s1_gap))
         plugin.acquisitions()  # refuse a model that is not a monthly one before any month
     options = SeriesOptions(engine=EngineOptions(block_size=block_size, readers=readers),
-                            strict=strict, quicklooks=not no_quicklooks, progress=True)
+                            strict=strict, quicklooks=not no_quicklooks, progress=True,
+                            execution=execution)
     reports = monthly_synthesis(archive, tile, year, plugin, out_dir, options, months=wanted)
     failed = [r for r in reports if r.status == "failed"]
     click.echo(f"{len(reports)} months: {sum(r.status == 'done' for r in reports)} done, "

@@ -10,10 +10,13 @@ import click
 from decloud.cli.backend import load_backend
 from decloud.cli.options import (
     check_model,
+    check_serving,
     engine_from_options,
     engine_options,
     model_options,
     run_summary,
+    serving_method,
+    serving_options,
 )
 
 __all__ = ["multi_temporal"]
@@ -44,11 +47,13 @@ __all__ = ["multi_temporal"]
               help="Percentage points above the clearest date still counted as clear (the "
                    "nearest in time among them wins).")
 @engine_options
+@serving_options
 def multi_temporal(
     catalog_dir: Path, tile: str, day: datetime, model: str, allow_untrained: bool,
     seed: int, out: Path, layout: str, dem: Path | None, max_unusable: float | None,
     widen_hours: float, tolerance: float, block_size: int | None, batch_size: int,
     readers: int, dilation: int, feather: int, no_composite: bool, overwrite: bool,
+    serving: str, savedmodel: Path | None,
 ) -> None:
     """Reconstruct one S2 date of a tile with a multi-temporal model (msop_*, os1_unet).
 
@@ -59,11 +64,13 @@ def multi_temporal(
     Blocks are rounded up to the catalog's patch lattice.
     """
     check_model(model, allow_untrained)
+    check_serving(serving, savedmodel)
     load_backend()  # the model needs Keras: load it with its start-up lines filtered
     from decloud.processors.multitemporal import MultiTemporalOptions, multitemporal
     from decloud.processors.single_date import load_method
 
-    method = load_method(model, untrained=allow_untrained, seed=seed)
+    method = serving_method(load_method(model, untrained=allow_untrained, seed=seed), serving,
+                            savedmodel)
     engine = engine_from_options(block_size, batch_size, readers, dilation, feather,
                                  no_composite, overwrite)
     options = MultiTemporalOptions(layout=layout, dem=dem, max_unusable=max_unusable,

@@ -11,7 +11,15 @@ import click
 import yaml
 
 from decloud.cli.backend import load_backend
-from decloud.cli.options import archive_from_options, archive_options
+from decloud.cli.options import (
+    archive_from_options,
+    archive_options,
+    check_serving,
+    execution_from_options,
+    execution_options,
+    serving_method,
+    serving_options,
+)
 
 __all__ = ["job_option", "series"]
 
@@ -73,8 +81,11 @@ def job_option(command: _F) -> _F:
               help="First date (YYYY-MM-DD, included).")
 @click.option("--end", required=True, type=click.DateTime(["%Y-%m-%d"]),
               help="Last date (YYYY-MM-DD, included).")
-@click.option("--method", required=True, metavar="gapfill|MODEL",
-              help="'gapfill' (per-pixel interpolation from the tile's other dates) or a "
+@click.option("--method", required=True, metavar="gapfill|linear|wlr|patchgroup|MODEL",
+              help="'gapfill' (per-pixel interpolation from the tile's other dates), "
+                   "'linear', 'wlr' or 'patchgroup' (each date rebuilt from the tile's "
+                   "dates within --window-days: linear interpolation, weighted linear "
+                   "regression, progressive spatio-temporal patch groups) or a "
                    "trained .keras model (or its folder): single-date (ssop_unet, dsen2cr) "
                    "or multi-temporal (msop_*, os1_unet: needs --catalog).")
 @click.option("--out", "out_dir", required=True,
@@ -82,11 +93,14 @@ def job_option(command: _F) -> _F:
               help="Folder receiving <TILE>_<YYYYMMDD>_<method>.tif, its quality layer, "
                    "record and quicklook per date, series.json and summary.json/.md.")
 @click.option("--window-days", type=click.FloatRange(min=0, min_open=True), default=30.0,
-              show_default=True, help="gapfill: dates within this many days are used.")
+              show_default=True, help="gapfill, linear, wlr, patchgroup: "
+                   "dates within this many days are used.")
 @click.option("--buffer", type=click.IntRange(min=0), default=2, show_default=True,
-              help="gapfill: dilation of clouds, cirrus and shadows, pixels.")
+              help="gapfill, linear, wlr, patchgroup: "
+                   "dilation of clouds, cirrus and shadows, pixels.")
 @click.option("--bands", default="B02,B03,B04,B08", show_default=True, metavar="B02,...",
-              help="gapfill: 10 m bands to reconstruct.")
+              help="gapfill, linear, wlr, patchgroup: "
+                   "10 m bands to reconstruct.")
 @click.option("--catalog", "catalog_dir", default=None,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="multi-temporal model: the catalog (decloud index build) whose per-patch "
@@ -100,19 +114,22 @@ def job_option(command: _F) -> _F:
 @click.option("--no-composite", is_flag=True,
               help="Write the reconstruction everywhere, the date's clear pixels included.")
 @click.option("--block-size", type=click.IntRange(min=16), default=None,
-              help="Core block side, pixels [default: 1024 on CPU, 2048 on GPU].")
+              help="Core block side, pixels [default: 1280 on CPU, 2048 on GPU].")
 @click.option("--readers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads reading inputs.")
 @click.option("--strict", is_flag=True,
               help="Stop at the first failed date (default: record it and go on).")
 @click.option("--no-quicklooks", is_flag=True, help="Do not write the per-date PNGs.")
+@execution_options
+@serving_options
 def series(
     archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
     dem_root: Path | None, tile: str, start: datetime, end: datetime, method: str,
     out_dir: Path, window_days: float, buffer: int, bands: str, catalog_dir: Path | None,
     layout: str, dem: Path | None, max_s1_gap: float,
     no_composite: bool, block_size: int | None, readers: int, strict: bool,
-    no_quicklooks: bool,
+    no_quicklooks: bool, workers: int, threads_per_worker: int, scheduler: str | None,
+    cluster_config: Path | None, retries: int, gpus: bool, serving: str, savedmodel: Path | None,
 ) -> None:
     """Reconstruct every S2 date of a tile from --start to --end.
 
@@ -124,9 +141,21 @@ def series(
     if end < start:
         raise click.BadParameter(f"{end:%Y-%m-%d} is before --start {start:%Y-%m-%d}",
                                  param_hint="--end")
-    if method != "gapfill" and not Path(method).exists():
-        raise click.BadParameter(f"{method} is neither 'gapfill' nor a model file",
-                                 param_hint="--method")
+    numpy_methods = ("gapfill", "linear", "wlr", "patchgroup")
+    if method not in numpy_methods and not Path(method).exists():
+        raise click.BadParameter(f"{method} is neither one of {', '.join(numpy_methods)} "
+                                 "nor a model file", param_hint="--method")
+    if method in numpy_methods and serving == "otbtf":
+        raise click.UsageError(f"--engine otbtf serves a model's SavedModel: {method} has "
+                               "no model (use --engine native)")
+    check_serving(serving, savedmodel)
+    execution = execution_from_options(workers, threads_per_worker, scheduler, cluster_config,
+                                       retries, gpus)
+    if serving == "otbtf" and execution.distributed:
+        # Dask workers reload the Keras model by reference: they would run it natively.
+        raise click.UsageError("--engine otbtf runs the dates in this process (OTBTF uses "
+                               "the node's cores itself): drop --workers, --scheduler and "
+                               "--cluster-config")
     archive = archive_from_options(archive_root, s2_root, s1_root, dem_root)
     load_backend()  # the engine imports Keras: load it with its start-up lines filtered
     from decloud.inference.engine import EngineOptions
@@ -146,8 +175,14 @@ def series(
         plugin = GapFillDates(window_days=window_days, buffer=buffer,
                               bands=tuple(b.strip() for b in bands.split(",") if b.strip()),
                               keep_clear=not no_composite)
+    elif method in numpy_methods:
+        from decloud.processors.reconstruction.series import SeriesDates
+
+        plugin = SeriesDates(method, window_days=window_days, buffer=buffer,
+                             bands=tuple(b.strip() for b in bands.split(",") if b.strip()),
+                             keep_clear=not no_composite)
     else:
-        model = load_method(method)
+        model = serving_method(load_method(method), serving, savedmodel)
         acquisitions = {parse_key(k.name)[1] for k in model.input_keys
                         if parse_key(k.name)[0] is not KeyKind.DEM}
         if acquisitions <= {"t"}:
@@ -160,7 +195,8 @@ def series(
             plugin = MultiTemporalDates(model, catalog_dir, layout, dem,
                                         keep_clear=not no_composite)
     options = SeriesOptions(engine=EngineOptions(block_size=block_size, readers=readers),
-                            strict=strict, quicklooks=not no_quicklooks, progress=True)
+                            strict=strict, quicklooks=not no_quicklooks, progress=True,
+                            execution=execution)
     reports = run_series(archive, tile, start.date(), end.date(), plugin, out_dir, options)
     failed = [r for r in reports if r.status == "failed"]
     click.echo(f"{len(reports)} dates: {sum(r.status == 'done' for r in reports)} done, "

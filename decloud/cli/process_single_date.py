@@ -12,10 +12,13 @@ from decloud.cli.options import (
     archive_from_options,
     archive_options,
     check_model,
+    check_serving,
     engine_from_options,
     engine_options,
     model_options,
     run_summary,
+    serving_method,
+    serving_options,
 )
 
 __all__ = ["single_date"]
@@ -33,11 +36,13 @@ __all__ = ["single_date"]
 @click.option("--max-s1-gap", type=click.FloatRange(min=0), default=72.0, show_default=True,
               help="Hours between the S2 date and the nearest S1 image at most.")
 @engine_options
+@serving_options
 def single_date(
     archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
     dem_root: Path | None, tile: str, day: datetime, model: str, allow_untrained: bool,
     seed: int, out: Path, max_s1_gap: float, block_size: int | None, batch_size: int,
     readers: int, dilation: int, feather: int, no_composite: bool, overwrite: bool,
+    serving: str, savedmodel: Path | None,
 ) -> None:
     """Reconstruct one S2 date of a tile with a single-date model (ssop_unet, dsen2cr).
 
@@ -47,12 +52,14 @@ def single_date(
     pixel is which.
     """
     check_model(model, allow_untrained)
+    check_serving(serving, savedmodel)
     archive = archive_from_options(archive_root, s2_root, s1_root, dem_root)
     load_backend()  # the model needs Keras: load it with its start-up lines filtered
     from decloud.processors.single_date import SingleDateOptions, load_method
     from decloud.processors.single_date import single_date as process
 
-    method = load_method(model, untrained=allow_untrained, seed=seed)
+    method = serving_method(load_method(model, untrained=allow_untrained, seed=seed), serving,
+                            savedmodel)
     engine = engine_from_options(block_size, batch_size, readers, dilation, feather,
                                  no_composite, overwrite)
     record = process(method, archive, tile, day.date(), out,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -157,5 +157,19 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray], *, compress: bool = Fal
             info.compress_type = method
             info.external_attr = 0o644 << 16
             with archive.open(info, "w", force_zip64=True) as handle:
-                np.lib.format.write_array(handle, np.ascontiguousarray(array),
-                                          allow_pickle=False)
+                _write_npy(handle, np.ascontiguousarray(array))
+
+
+def _write_npy(handle: IO[bytes], array: np.ndarray) -> None:
+    """``numpy.lib.format.write_array``'s bytes, without its copy of the data.
+
+    Into anything but a real file, numpy copies the array chunk by chunk
+    (``tobytes``) before writing; here the zip member takes the array's own memory.
+    Arrays numpy would pickle, or whose header needs format 2.0, go through numpy.
+    """
+    header = np.lib.format.header_data_from_array_1_0(array)
+    if array.dtype.hasobject or array.dtype.kind == "T" or len(repr(header)) > 60_000:
+        np.lib.format.write_array(handle, array, allow_pickle=False)
+        return
+    np.lib.format.write_array_header_1_0(handle, header)
+    handle.write(array.reshape(-1).view(np.uint8).data)

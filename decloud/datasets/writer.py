@@ -233,8 +233,9 @@ def _open_record(record: ProductRecord) -> Product:
 def _write_shard(job: _ShardJob) -> str:
     """Read a shard's samples and write it atomically; returns its file name."""
     n = len(job.samples)
-    arrays = {spec.name: np.full((n, *spec.shape), spec.nodata, dtype=spec.dtype)
-              for spec in job.keys}
+    # Not pre-filled: every sample writes every key whole (read_inputs returns each
+    # key's full padded window), so a fill would be one more pass over the shard.
+    arrays = {spec.name: np.empty((n, *spec.shape), dtype=spec.dtype) for spec in job.keys}
     metas: list[str] = []
     products: dict[int, Product] = {}
     # GDAL configuration is per thread and process: each task sets decloud's. The pool

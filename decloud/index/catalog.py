@@ -2,7 +2,7 @@
 
 A catalog is a folder::
 
-    catalog.sqlite     products, tiles and per-patch statistics (SQLite, WAL)
+    catalog.sqlite     products, tiles and per-patch statistics (SQLite, WAL or DELETE)
     rtree.idx/.dat     R-tree of products over (longitude, latitude, time)
     .lock              serialises writers across processes
 
@@ -24,6 +24,20 @@ interrupted ``add`` loses nothing already added and a rerun adds the rest. The R
 SQLite (a crash between the two), it is rebuilt from SQLite when the catalog opens.
 Writers hold an exclusive ``flock`` while writing, so two processes adding products at
 once do not corrupt the catalog.
+
+Shared filesystems: SQLite's WAL journal keeps its index in shared memory
+(``catalog.sqlite-shm``), which processes on different nodes do not share: on NFS,
+Lustre, GPFS, CIFS/SMB, BeeGFS, CephFS or a FUSE mount (sshfs...) WAL can corrupt the
+catalog. ``journal_mode="auto"`` (the default of :meth:`Catalog.open` and
+:meth:`Catalog.create`, and ``--journal-mode`` of ``decloud index``) reads the type of
+the filesystem holding the catalog folder from ``/proc/self/mountinfo`` (the mount with
+the longest matching mount point) and uses ``DELETE`` (a rollback journal, which needs
+only the file locks these filesystems provide) there, WAL elsewhere; ``"wal"`` or
+``"delete"`` force one. The mode and the reason are logged (``decloud.index.catalog``)
+and kept in :attr:`Catalog.journal_mode` / :attr:`Catalog.journal_reason`. Processes
+that only read (processors on Dask workers) open the catalog with ``read_only=True``:
+an SQLite ``mode=ro`` connection, which never writes the database; a write through it
+raises :class:`CatalogError`.
 """
 
 from __future__ import annotations
@@ -32,14 +46,16 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import rtree
@@ -54,7 +70,22 @@ from decloud.grid import Grid
 from decloud.index.stats import STATS_RESOLUTION, PatchGrid, s1_patch_stats, s2_patch_stats
 from decloud.products import Product, S1Product, S2Product, open_product
 
-__all__ = ["AddReport", "Catalog", "CatalogError", "ProductRecord"]
+__all__ = ["SHARED_FILESYSTEMS", "AddReport", "Catalog", "CatalogError", "JournalMode", "Mount",
+           "ProductRecord", "choose_journal_mode", "filesystem_type", "parse_mountinfo"]
+
+_log = logging.getLogger(__name__)
+
+#: The mount table :func:`filesystem_type` reads (Linux).
+_MOUNTINFO = Path("/proc/self/mountinfo")
+
+#: ``journal_mode`` of :meth:`Catalog.open`: chosen from the filesystem, or forced.
+JournalMode = Literal["auto", "wal", "delete"]
+
+#: Filesystem types on which SQLite's WAL is unsafe (no shared memory across nodes);
+#: every ``fuse.*`` type (sshfs, glusterfs...) counts too.
+SHARED_FILESYSTEMS: frozenset[str] = frozenset({
+    "nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "ceph",
+    "glusterfs", "afs", "panfs", "orangefs", "wekafs", "9p", "fuse", "fuseblk"})
 
 SCHEMA_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -127,22 +158,137 @@ def _days(when: datetime) -> float:
     return (when - _EPOCH).total_seconds() / 86400.0
 
 
-class Catalog:
-    """A catalog folder. Use :meth:`create` or :meth:`open`."""
+@dataclass(frozen=True)
+class Mount:
+    """One line of ``/proc/self/mountinfo``: where a filesystem is mounted, and its type."""
 
-    def __init__(self, folder: Path) -> None:
+    mount_point: str
+    fstype: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    # mountinfo writes space, tab, newline and backslash as octal escapes (\040...).
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """The mounts of a ``/proc/<pid>/mountinfo`` text, in its order (see proc(5)).
+
+    Lines it cannot read (no ``-`` separator) are skipped.
+    """
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields[6:]:
+            continue
+        dash = fields.index("-", 6)
+        if len(fields) < dash + 3:
+            continue
+        mounts.append(Mount(_unescape(fields[4]), fields[dash + 1], _unescape(fields[dash + 2])))
+    return mounts
+
+
+def filesystem_type(path: str | os.PathLike[str], mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem holding ``path`` (``ext4``, ``nfs4``...).
+
+    Args:
+        path: A file or folder (links are followed: the data's filesystem counts).
+        mountinfo: A mountinfo text; ``/proc/self/mountinfo`` when None.
+
+    Returns:
+        The type of the mount with the longest mount point containing the path (the
+        last mounted, if several share it), or None where mountinfo cannot be read
+        (not Linux).
+    """
+    if mountinfo is None:
+        try:
+            mountinfo = _MOUNTINFO.read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best: Mount | None = None
+    for mount in parse_mountinfo(mountinfo):
+        point = mount.mount_point.rstrip("/") or "/"
+        inside = target == point or target.startswith(point if point == "/" else point + "/")
+        if inside and (best is None or len(point) >= len(best.mount_point.rstrip("/") or "/")):
+            best = mount
+    return None if best is None else best.fstype
+
+
+def choose_journal_mode(folder: str | os.PathLike[str], requested: JournalMode = "auto",
+                        mountinfo: str | None = None) -> tuple[str, str]:
+    """The SQLite journal mode of a catalog in ``folder`` and why (see the module doc).
+
+    Args:
+        folder: The catalog folder.
+        requested: ``auto`` chooses from the filesystem; ``wal`` or ``delete`` force it.
+        mountinfo: A mountinfo text (``/proc/self/mountinfo`` when None).
+
+    Returns:
+        ``("wal" or "delete", reason)``.
+
+    Raises:
+        CatalogError: ``requested`` is not auto, wal or delete.
+    """
+    if requested not in ("auto", "wal", "delete"):
+        raise CatalogError(f"journal mode must be auto, wal or delete, not {requested!r}",
+                           path=folder, field="journal_mode")
+    if requested != "auto":
+        return requested, f"{requested} asked for"
+    fstype = filesystem_type(folder, mountinfo)
+    if fstype is None:
+        return "wal", "filesystem type unknown (no /proc/self/mountinfo): WAL"
+    if fstype in SHARED_FILESYSTEMS or fstype.startswith("fuse."):
+        return "delete", (f"the catalog is on a shared filesystem ({fstype}), where SQLite's "
+                          "WAL is unsafe: rollback journal (DELETE)")
+    return "wal", f"local filesystem ({fstype}): WAL"
+
+
+class Catalog:
+    """A catalog folder. Use :meth:`create` or :meth:`open`.
+
+    Attributes:
+        journal_mode: SQLite's journal mode in use (``wal``, ``delete``...).
+        journal_reason: Why it was chosen.
+        read_only: The catalog was opened read-only (``mode=ro``): it cannot be written.
+    """
+
+    def __init__(self, folder: Path, *, journal_mode: JournalMode = "auto",
+                 read_only: bool = False) -> None:
         self.folder = Path(folder)
-        self._db = sqlite3.connect(self.folder / "catalog.sqlite", timeout=120,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self.read_only = read_only
+        path = self.folder / "catalog.sqlite"
+        if read_only:
+            # mode=ro: SQLite itself refuses to write, whatever the caller does.
+            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                       timeout=120, isolation_level=None)
+            self.journal_reason = "read-only connection (mode=ro): the file's mode"
+        else:
+            self._db = sqlite3.connect(path, timeout=120, isolation_level=None)
+            mode, self.journal_reason = choose_journal_mode(self.folder, journal_mode)
+            self._db.execute(f"PRAGMA journal_mode={mode.upper()}")
+        self.journal_mode = str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+        _log.info("catalog %s: journal mode %s (%s)", self.folder, self.journal_mode,
+                  self.journal_reason)
         self._db.execute("PRAGMA foreign_keys=ON")
         self.patch_size = int(self._meta("patch_size") or 64)
+
+    def _writable(self, what: str) -> None:
+        """Refuse a write to a catalog opened read-only."""
+        if self.read_only:
+            raise CatalogError(f"the catalog was opened read-only: {what} needs it opened "
+                               "for writing (Catalog.open(..., read_only=False))",
+                               path=self.folder, field="read_only")
 
     # Creation and opening ---------------------------------------------------------
 
     @classmethod
-    def create(cls, folder: str | Path, *, patch_size: int = 64) -> Catalog:
+    def create(cls, folder: str | Path, *, patch_size: int = 64,
+               journal_mode: JournalMode = "auto") -> Catalog:
         """Create an empty catalog (the folder may exist but must hold no catalog).
+
+        ``journal_mode``: see :func:`choose_journal_mode` (the module doc).
 
         Raises:
             CatalogError: A catalog exists already, or the patch size is invalid.
@@ -175,16 +321,29 @@ class Catalog:
             cause = "no space left on device" if _disk_full(err) else "writing failed"
             raise OutputWriteError(f"the catalog could not be created, nothing was left: "
                                    f"{cause} ({err})", path=path) from err
-        return cls.open(folder)
+        return cls.open(folder, journal_mode=journal_mode)
 
     @classmethod
-    def open(cls, folder: str | Path) -> Catalog:
-        """Open a catalog, rebuilding its R-tree if it disagrees with SQLite."""
+    def open(cls, folder: str | Path, *, journal_mode: JournalMode = "auto",
+             read_only: bool = False) -> Catalog:
+        """Open a catalog, rebuilding its R-tree if it disagrees with SQLite.
+
+        Args:
+            folder: The catalog folder.
+            journal_mode: ``auto`` (DELETE on a shared filesystem, else WAL), ``wal``
+                or ``delete`` (see the module doc); not used with ``read_only``.
+            read_only: Open an SQLite ``mode=ro`` connection (workers that only read):
+                every write raises :class:`CatalogError`.
+
+        Raises:
+            CatalogError: No catalog, another schema, relative paths, or (read-only)
+                an R-tree that needs rebuilding.
+        """
         folder = Path(folder)
         if not (folder / "catalog.sqlite").is_file():
             raise CatalogError("no catalog here (create one with `decloud index build`)",
                                path=folder)
-        catalog = cls(folder)
+        catalog = cls(folder, journal_mode=journal_mode, read_only=read_only)
         version = catalog._meta("schema_version")
         if version != str(SCHEMA_VERSION):
             raise CatalogError(f"catalog schema {version}, this decloud reads "
@@ -201,6 +360,12 @@ class Catalog:
         with catalog._lock(exclusive=False):
             consistent = catalog._rtree_count() == catalog.count()
         if not consistent:
+            if read_only:
+                catalog.close()
+                raise CatalogError("the R-tree disagrees with the database (an interrupted "
+                                   "add) and a read-only catalog cannot rebuild it: run "
+                                   "`decloud index add` or open it for writing once",
+                                   path=folder, field="rtree")
             with catalog._lock(exclusive=True):
                 catalog.rebuild_rtree()
         return catalog
@@ -225,7 +390,11 @@ class Catalog:
 
     @contextlib.contextmanager
     def _lock(self, *, exclusive: bool) -> Iterator[None]:
-        with (self.folder / ".lock").open("a") as handle:
+        lock = self.folder / ".lock"
+        if self.read_only and not lock.exists():
+            yield  # a read-only folder: no writer can be at work in it
+            return
+        with lock.open("r" if self.read_only else "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             try:
                 yield
@@ -248,6 +417,7 @@ class Catalog:
 
     def rebuild_rtree(self) -> None:
         """Rebuild the R-tree from SQLite (bulk-loaded)."""
+        self._writable("rebuilding the R-tree")
         for suffix in (".idx", ".dat"):
             (self.folder / f"rtree{suffix}").unlink(missing_ok=True)
         rows = self._db.execute(
@@ -305,6 +475,7 @@ class Catalog:
             OutputWriteError: The catalog cannot be written (full disk): the products
                 added before are kept, the one being added is rolled back.
         """
+        self._writable("adding products")
         report = AddReport()
         for problem in archive.problems:
             report.failed[str(problem.path)] = problem.reason
@@ -385,6 +556,7 @@ class Catalog:
 
     def register_tile(self, tile: str, grid: Grid) -> None:
         """Record a tile's 10 m grid (statistics of its products are on it)."""
+        self._writable("registering a tile")
         with self._lock(exclusive=True):
             self._db.execute("INSERT OR IGNORE INTO tiles VALUES (?, ?, ?, ?, ?)", (
                 tile, grid.crs.to_wkt(), json.dumps(list(grid.transform)[:6]), grid.width,
@@ -405,6 +577,7 @@ class Catalog:
         Raises:
             OutputWriteError: The disk is full (nothing of the product is kept).
         """
+        self._writable("adding a product")
         path = _absolute(path)
         files = [_absolute(f) for f in files]
         west, south, east, north = _lonlat_bounds(grid)

@@ -16,8 +16,10 @@ The pipeline, each stage bounded:
 2. **skip**: a block whose time-varying inputs (S2, S2 mask, S1) are all nodata is
    not given to the method and written as nodata;
 3. **batch**: blocks of equal padded shape are stacked ``batch_size`` at a time;
-4. **method** and **crop**: the method runs on the batch, its halo is cropped off;
-5. **composite**: the target's clear pixels are kept (:mod:`.composite`);
+4. **method**: the method runs on the batch;
+5. **crop** and **composite**: in a post-processing thread, overlapped with the next
+   method call (at most one batch behind it), the halo is cropped off and the
+   target's clear pixels are kept (:mod:`.composite`);
 6. **encode** and **write**: reflectance x 10000 to int16 (rounded, clipped, nodata
    -10000), the quality layer (uint8) and, if the method gives ``"days"``, the
    temporal distance (uint16, nodata 65535) go to :class:`~decloud.writers.BackgroundWriter`
@@ -71,7 +73,7 @@ from tqdm import tqdm
 
 from decloud._version import __version__
 from decloud.constants import S2_NODATA
-from decloud.errors import InferenceError, OutputExistsError
+from decloud.errors import InferenceError, OutputExistsError, PrecisionError
 from decloud.grid import Grid, RasterPool
 from decloud.inference.composite import (
     QUALITY_CLEAR,
@@ -82,6 +84,7 @@ from decloud.inference.composite import (
     composite,
 )
 from decloud.inference.method import BlockMethod
+from decloud.inference.precision import PRECISIONS, apply_precision
 from decloud.inputs import InputKey, InputProducts, KeyRequest, read_inputs
 from decloud.keys import KINDS, KeyKind, decode_s2, encode_s2, make_key
 from decloud.products.dem import DemPolicy
@@ -114,10 +117,14 @@ _DYNAMIC: Final = (KeyKind.S2, KeyKind.S2_20M, KeyKind.S2_MASK, KeyKind.S1)
 
 
 def default_block_size() -> int:
-    """Core block side for this process's device: 2048 on a GPU (JAX), else 1024.
+    """Core block side for this process's device: 2048 on a GPU (JAX), else 1280.
 
-    Large blocks keep the halo overcompute small (1024 + 2 x 112 px: 1.56x, against
-    2.26x for OTBTF's 256 + 2 x 64).
+    Large blocks keep the halo overcompute small: on a full tile with a 112 px halo
+    (``msop_*``), 1.40x with 1280 px blocks, 1.36x with 1536 and 1.26x with 2048,
+    against 1.50x with 1024 and 2.26x for OTBTF's 256 + 2 x 64. On a CPU the block is
+    bounded by memory (peak RSS grows with the block, not with the scene): TensorFlow
+    alone peaks at 5.6 GB on one 2048 + 2 x 112 px ``msop_small`` block, and a whole
+    engine run with 1536 px blocks at 6.4 GB; 1280 keeps a run under 6 GB.
     """
     # A numpy method (gap-filling) never loads Keras: it runs on the CPU, and importing
     # Keras here only to learn that would cost seconds per process.
@@ -127,7 +134,7 @@ def default_block_size() -> int:
 
         if any(d.platform == "gpu" for d in jax.devices()):
             return 2048
-    return 1024
+    return 1280
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,8 @@ class EngineOptions:
             multiple; :func:`default_block_size` when None.
         batch_size: Blocks of one shape stacked per method call.
         readers: Prefetch threads reading inputs.
-        prefetch: Blocks read ahead at most (memory bound of the read stage).
+        prefetch: Blocks read ahead at most (memory bound of the read stage); one per
+            reader keeps every reader busy while the method runs.
         write_queue: Arrays waiting for the writer thread at most.
         target: The acquisition whose clear pixels the composite keeps (its
             ``s2_<target>`` in the output bands and ``s2_mask_<target>`` are read);
@@ -151,12 +159,14 @@ class EngineOptions:
         cog_threads: GDAL threads of the final COG conversion.
         stac: Write the output's STAC item ``<out>.stac.json`` (:mod:`decloud.stac`)
             just before the completion record.
+        precision: ``float32``, or ``bfloat16`` for the models validated in it
+            (:mod:`decloud.inference.precision`; others are refused).
     """
 
     block_size: int | None = None
     batch_size: int = 1
     readers: int = 2
-    prefetch: int = 4
+    prefetch: int = 2
     write_queue: int = 4
     target: str | None = "t"
     composite: CompositeOptions = field(default_factory=CompositeOptions)
@@ -165,8 +175,12 @@ class EngineOptions:
     progress: bool = False
     cog_threads: int = 1
     stac: bool = True
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, not "
+                                 f"{self.precision!r}", field="precision")
         for name in ("batch_size", "readers", "prefetch", "write_queue", "cog_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -271,7 +285,11 @@ def _observed(plan: _Plan, inputs: Mapping[str, np.ndarray], shape: tuple[int, i
         if kind not in _DYNAMIC:
             continue
         data = inputs[key.name]
-        valid = (data != KINDS[kind].nodata).any(axis=-1)
+        nodata = KINDS[kind].nodata
+        # Band by band: several times faster than a reduction over a short last axis.
+        valid = data[..., 0] != nodata
+        for c in range(1, data.shape[-1]):
+            valid |= data[..., c] != nodata
         ratio = shape[0] // valid.shape[0]
         if ratio > 1:
             valid = np.repeat(np.repeat(valid, ratio, axis=0), ratio, axis=1)
@@ -318,7 +336,8 @@ def _finish(plan: _Plan, block: _Read, reflectance: np.ndarray | None,
     skipped = reflectance is None
     if reflectance is None:
         reflectance = np.full((h, w, n), np.nan, dtype=np.float32)
-    reflectance = np.where(block.observed[..., None], reflectance, np.nan).astype(np.float32)
+    reflectance = np.where(block.observed[..., None], reflectance, np.float32(np.nan)).astype(
+        np.float32, copy=False)
     if plan.target_key is not None and plan.mask_key is not None:
         target = decode_s2(block.inputs[plan.target_key][..., plan.target_bands]) * np.float32(
             10000.0)
@@ -395,6 +414,7 @@ def iter_blocks(method: BlockMethod, products: ProductsSource, grid: Grid,
     """
     options = options or EngineOptions()
     timing = timing if timing is not None else StreamTiming()
+    apply_precision(method, options.precision)  # refuses bfloat16 where not validated
     plan = _plan(method, options)
     blocks = list(grid.windows(plan.block_size, plan.margin, plan.multiple))
     pools: list[RasterPool] = []
@@ -402,11 +422,16 @@ def iter_blocks(method: BlockMethod, products: ProductsSource, grid: Grid,
     products_of = _products_of(products)
     pending: dict[tuple[int, int], list[_Read]] = collections.defaultdict(list)
 
-    def run_batch(batch: list[_Read]) -> Iterator[BlockOutput]:
+    def run_batch(batch: list[_Read]) -> None:
         start = time.perf_counter()
         stacked = {key.name: np.stack([b.inputs[key.name] for b in batch])
                    for key in method.input_keys}
-        result = method(stacked)
+        if getattr(method, "windowed", False):
+            # A method serving precomputed outputs (OTBTF) reads its blocks' windows.
+            windowed: Any = method  # BlockMethod's optional windowed call
+            result = windowed(stacked, windows=[(b.core, b.padded) for b in batch])
+        else:
+            result = method(stacked)
         timing.method += time.perf_counter() - start
         timing.calls += 1
         h, w = int(batch[0].padded.height), int(batch[0].padded.width)
@@ -416,32 +441,48 @@ def iter_blocks(method: BlockMethod, products: ProductsSource, grid: Grid,
                                  f"expected {expected}", field="reflectance")
         days = result.extras.get("days")
         for i, block in enumerate(batch):
-            yield _finish(plan, block, result.reflectance[i],
-                          None if days is None else days[i], options)
+            finished.append(post.submit(_finish, plan, block, result.reflectance[i],
+                                        None if days is None else days[i], options))
 
+    def done(keep: int) -> Iterator[BlockOutput]:
+        # In submission order; the last ``keep`` are composited while the method runs.
+        while len(finished) > keep:
+            yield finished.popleft().result()
+
+    # Crop and composite (numpy, one core) run in their own thread, overlapped with the
+    # next method call: on a CPU the model otherwise waits for them block after block.
+    finished: collections.deque[Future[BlockOutput]] = collections.deque()
     try:
-        with ThreadPoolExecutor(options.readers, thread_name_prefix="decloud-read") as pool:
-            queue: collections.deque[Future[_Read]] = collections.deque()
-            todo = iter(blocks)
-            for core, padded in todo:
-                queue.append(pool.submit(read, core, padded, products_of(core)))
-                if len(queue) >= options.prefetch:
-                    break
-            while queue:
-                block = queue.popleft().result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    queue.append(pool.submit(read, *nxt, products_of(nxt[0])))
-                timing.read += block.seconds
-                if not block.observed.any():
-                    yield _finish(plan, block, None, None, options)
-                    continue
-                shape = (int(block.padded.height), int(block.padded.width))
-                pending[shape].append(block)
-                if len(pending[shape]) >= options.batch_size:
-                    yield from run_batch(pending.pop(shape))
-            for shape in list(pending):
-                yield from run_batch(pending.pop(shape))
+        with ThreadPoolExecutor(options.readers, thread_name_prefix="decloud-read") as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="decloud-post") as post:
+            try:
+                queue: collections.deque[Future[_Read]] = collections.deque()
+                todo = iter(blocks)
+                for core, padded in todo:
+                    queue.append(pool.submit(read, core, padded, products_of(core)))
+                    if len(queue) >= options.prefetch:
+                        break
+                while queue:
+                    block = queue.popleft().result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        queue.append(pool.submit(read, *nxt, products_of(nxt[0])))
+                    timing.read += block.seconds
+                    if not block.observed.any():
+                        finished.append(post.submit(_finish, plan, block, None, None, options))
+                        yield from done(options.batch_size)
+                        continue
+                    shape = (int(block.padded.height), int(block.padded.width))
+                    pending[shape].append(block)
+                    if len(pending[shape]) >= options.batch_size:
+                        run_batch(pending.pop(shape))
+                        yield from done(options.batch_size)
+                for shape in list(pending):
+                    run_batch(pending.pop(shape))
+                yield from done(0)
+            finally:
+                for future in finished:  # an error or a closed generator: drop the queue
+                    future.cancel()
     finally:
         for raster_pool in pools:
             raster_pool.close()
@@ -555,6 +596,7 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
     """
     options = options or EngineOptions()
     started = time.perf_counter()
+    apply_precision(method, options.precision)  # before any output: a refusal leaves none
     out = Path(out)
     stem = out.with_suffix("") if out.suffix == ".tif" else out
     paths = {"reflectance": stem.with_suffix(".tif"),
@@ -583,6 +625,12 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
     # Resolved once: the same objects are read by the threads and described here.
     per_block = {_window_key(core): products_of(core) for core, _ in windows}
     distinct = list({id(p): p for p in per_block.values()}.values())
+    prepare = getattr(method, "prepare", None)
+    if prepare is not None:
+        # Whole-grid work before any output is opened (the OTBTF engine's run);
+        # its entries join the record's extra.
+        extra = {**(extra or {}), **prepare(grid, [(core, per_block[_window_key(core)])
+                                                  for core, _ in windows], options)}
     described, input_paths, dates = _describe_many(distinct)
     tags = provenance_tags(input_paths, dates, method=method.describe(),
                            model_checksum=method.describe().get("model_checksum") or "")

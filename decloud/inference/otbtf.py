@@ -1,9 +1,21 @@
 """``--engine otbtf``: run an exported SavedModel through OTBTF's ``TensorflowModelServe``.
 
+Two routes:
+
+* :class:`OtbtfMethod`, the processors' ``--engine otbtf`` (``decloud process
+  single-date | multi-temporal | series``): a :class:`~decloud.inference.method.KerasMethod`
+  whose :meth:`~OtbtfMethod.prepare` hook runs OTBTF over the engine's grid (one region
+  per set of products) on per-key rasters written from decloud's own reads
+  (:func:`write_key_rasters`), and whose blocks are read back from OTBTF's output: the
+  engine then writes exactly what it writes for the Keras model (composite, quality,
+  COGs, STAC item, record). See the class.
+* :func:`run_otbtf`, on given rasters (a stack's ``s2.tif``...), described below.
+
 :func:`run_otbtf` gives the outputs the native engine (:mod:`.engine`) gives for the
-same model and inputs: the same extent (the whole input), COG conventions (int16
-reflectance x 10000, nodata -10000, band names), nodata wherever no time-varying
-input (S2, S1) has a value, and a completion record ``<out>.json`` written last.
+same model and inputs without a composite: the same extent (the whole input), COG
+conventions (int16 reflectance x 10000, nodata -10000, band names), nodata wherever no
+time-varying input (S2, S1) has a value, and a completion record ``<out>.json`` written
+last.
 
 Steps:
 
@@ -21,7 +33,9 @@ Steps:
    the input, masked from the inputs' nodata, encoded and written as a COG on the grid
    of the input. The grid is decloud's, not OTBTF's: OTBTF places a 20 m output half
    a 10 m pixel (5 m) off, its origin being the first 10 m pixel's centre shifted by
-   half a 20 m pixel (:func:`otbtf_origin`), so its georeferencing is replaced.
+   half a 20 m pixel (:func:`otbtf_origin`), so its georeferencing is replaced, after
+   :func:`check_output` has checked it against OTBTF's geometry
+   (:func:`otbtf_output_grid`).
 
 Outputs: ``<out>.tif`` for the 10 m output, ``<out>_20m.tif`` for a 20 m output, and
 ``<out>.json``. The native engine's quality and days layers are not written: they need
@@ -30,7 +44,9 @@ the target's cloud mask (the composite), which OTBTF does not see.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -41,17 +57,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
 from decloud.constants import S2_SCALE
 from decloud.errors import InferenceError, OutputExistsError
-from decloud.grid import Grid
-from decloud.inference.engine import RunRecord, record_path
+from decloud.grid import Grid, RasterPool
+from decloud.inference.engine import EngineOptions, RunRecord, record_path
+from decloud.inference.method import BlockResult, KerasMethod
+from decloud.inputs import InputProducts, KeyRequest, read_inputs
 from decloud.keys import KINDS, KeyKind, encode_s2, parse_key
 from decloud.models.otbtf import (
     DEFAULT_EFIELD,
@@ -64,23 +83,33 @@ from decloud.models.otbtf import (
     padded_size,
     serving_efield,
 )
+from decloud.products.dem import DemPolicy
 from decloud.writers import CogWriter, atomic_file, provenance_tags
+
+if TYPE_CHECKING:
+    from decloud.models.zoo import ModelSpec
 
 __all__ = [
     "KeyRaster",
+    "OtbtfMethod",
     "OtbtfPlan",
+    "check_output",
+    "command_sources",
     "finish_otbtf",
     "otbtf_origin",
+    "otbtf_output_grid",
     "plan_otbtf",
     "read_settings",
+    "require_otbtf",
     "run_otbtf",
     "select_bands",
     "stack_key_rasters",
+    "write_key_rasters",
     "write_padded_vrt",
 ]
 
 #: How to get OTBTF when it is missing.
-GET_OTBTF = ("run in the OTBTF docker image (docker run mdl4eo/otbtf:<version>-cpu, see "
+GET_OTBTF = ("run in decloud's OTBTF image (docker/otbtf, built on mdl4eo/otbtf, see "
              "https://github.com/remicres/otbtf) or install OTBTF and source its otbenv.profile")
 #: Keys whose nodata marks an output pixel as nodata (as in the native engine).
 _DYNAMIC = (KeyKind.S2, KeyKind.S2_20M, KeyKind.S1)
@@ -235,6 +264,45 @@ def otbtf_origin(transform: Affine, spcscale: float) -> tuple[float, float]:
     return transform.c - shift, transform.f + shift
 
 
+def otbtf_output_grid(sources: Sequence[tuple[Affine, int, int, int]], efield: int,
+                      spcscale: float) -> tuple[float, float, int, int]:
+    """The grid OTBTF gives its output: ``(west, north, width, height)``.
+
+    OTBTF's ``GenerateOutputInformation``: each source's extent shrunk by its
+    ``rfield`` (``floor(r / 2)`` px on the low side, ``r - 1`` in all), the
+    intersection of these extents, an origin at the centre of the first *reference*
+    pixel moved out by ``floor(efield / 2)`` output pixels, and a size cut to a whole
+    number of fields. :func:`finish_otbtf` checks OTBTF's output against it before
+    reading it on decloud's grid.
+
+    Args:
+        sources: ``(transform, width, height, rfield)`` of each source, source1 first.
+        efield: The output's expression field, in output px.
+        spcscale: Output pixel size over source1's.
+
+    Raises:
+        InferenceError: The output would be smaller than one field (OTBTF refuses it).
+    """
+    ref = sources[0][0].a
+    size = ref * spcscale
+    west, east = -math.inf, math.inf
+    south, north = -math.inf, math.inf
+    for t, width, height, r in sources:
+        low, n_x, n_y = r // 2, width - r + 1, height - r + 1
+        west, east = max(west, t.c + low * t.a), min(east, t.c + (low + n_x) * t.a)
+        north, south = min(north, t.f + low * t.e), max(south, t.f + (low + n_y) * t.e)
+    cx = west + ref / 2 - size * (efield // 2)
+    cy = north - ref / 2 + size * (efield // 2)
+    out = []
+    for extent in (east - west, north - south):
+        n = math.floor(extent / size) + efield - 1
+        if n < efield:
+            raise InferenceError(f"OTBTF's output would be {n} px, less than one field "
+                                 f"({efield} px): the sources are too small", field="efield")
+        out.append(n - n % efield)
+    return cx - size / 2, cy + size / 2, out[0], out[1]
+
+
 @dataclass
 class OtbtfPlan:
     """What one OTBTF run does: the grid, padding, fields and commands.
@@ -311,7 +379,7 @@ def plan_otbtf(settings: Mapping[str, Any], key_rasters: Mapping[str, KeyRaster 
         raise InferenceError(f"{grid.width} x {grid.height} px: 20 m inputs or outputs need "
                              "an even size at 10 m", path=rasters[first].path, field="size")
     e = serving_efield(grid.width, grid.height, efield, step)
-    pw, ph, nx, ny = padded_size(grid.width, grid.height, m, e)
+    pw, ph, nx, ny = padded_size(grid.width, grid.height, m, e, coarse=max(resolutions) > 10)
     vrts: dict[str, Path] = {}
     bands: dict[str, tuple[int, ...]] = {}
     for key, entry in inputs.items():
@@ -386,14 +454,9 @@ def finish_otbtf(plan: OtbtfPlan, key_rasters: Mapping[str, KeyRaster], *,
         ratio = int(res / 10)
         width, height = plan.grid.width // ratio, plan.grid.height // ratio
         produced = plan.commands[key].output
-        try:
-            with rasterio.open(produced) as src:
-                if src.width < width or src.height < height:
-                    raise InferenceError(f"{src.width} x {src.height} px, the input needs "
-                                         f"{width} x {height}", path=produced, field=key)
-                data = src.read(window=((0, height), (0, width))).astype(np.float32)
-        except RasterioError as err:
-            raise InferenceError(f"no OTBTF output ({err})", path=produced) from err
+        check_output(plan.commands[key], width, height)
+        with rasterio.open(produced) as src:
+            data = src.read(window=((0, height), (0, width))).astype(np.float32)
         seen = _observed(plan, key_rasters, res)
         reflectance = data / np.float32(S2_SCALE)
         reflectance[:, ~seen] = np.nan
@@ -408,6 +471,53 @@ def finish_otbtf(plan: OtbtfPlan, key_rasters: Mapping[str, KeyRaster], *,
         if ratio == 1:
             counts = {"valid": int(seen.sum()), "nodata": int(seen.size - seen.sum())}
     return counts
+
+
+def command_sources(command: OtbtfCommand) -> list[tuple[str, int]]:
+    """The ``(-sourceN.il, -sourceN.rfieldx)`` of a command, in source order."""
+    args = command.args
+    found: list[tuple[str, int]] = []
+    n = 1
+    while f"-source{n}.il" in args:
+        found.append((args[args.index(f"-source{n}.il") + 1],
+                      int(args[args.index(f"-source{n}.rfieldx") + 1])))
+        n += 1
+    return found
+
+
+def check_output(command: OtbtfCommand, width: int, height: int) -> None:
+    """Check that OTBTF's output lies where its geometry puts it and covers the input.
+
+    Its first pixel is then the first pixel of the unpadded input (whatever OTBTF's
+    georeferencing says, 5 m off at 20 m), and its first ``width`` x ``height`` pixels
+    are the output on decloud's grid.
+
+    Raises:
+        InferenceError: The output is missing, smaller than the input, or not where
+            OTBTF's geometry (:func:`otbtf_output_grid`) puts it (another OTBTF
+            version's geometry: decloud would read it off by some pixels).
+    """
+    sources = []
+    for path, rfield in command_sources(command):
+        with rasterio.open(path) as src:
+            sources.append((src.transform, src.width, src.height, rfield))
+    args = command.args
+    scale = float(args[args.index("-output.spcscale") + 1]) \
+        if "-output.spcscale" in args else 1.0
+    west, north, _, _ = otbtf_output_grid(sources, command.efield, scale)
+    produced = command.output
+    try:
+        with rasterio.open(produced) as src:
+            t, w, h = src.transform, src.width, src.height
+    except RasterioError as err:
+        raise InferenceError(f"no OTBTF output ({err})", path=produced) from err
+    if w < width or h < height:
+        raise InferenceError(f"{w} x {h} px, the input needs {width} x {height}",
+                             path=produced, field=command.key)
+    if not np.allclose((t.c, t.f), (west, north), rtol=0, atol=abs(t.a) * 1e-3):
+        raise InferenceError(f"OTBTF's output starts at ({t.c}, {t.f}), its geometry puts it "
+                             f"at ({west}, {north}): an OTBTF version decloud does not know",
+                             path=produced, field=command.key)
 
 
 def _run(command: OtbtfCommand, workdir: Path, timeout: float | None) -> float:
@@ -454,8 +564,7 @@ def run_otbtf(savedmodel_dir: str | Path, key_rasters: Mapping[str, KeyRaster | 
             (the message ends with its log's last lines).
         OutputExistsError: An output exists and ``overwrite`` is not set.
     """
-    if shutil.which(EXECUTABLE) is None:
-        raise InferenceError(f"{EXECUTABLE} is not on PATH: {GET_OTBTF}", field="engine")
+    require_otbtf()
     started = time.perf_counter()
     settings = read_settings(savedmodel_dir)
     # OTBTF resolves -model.dir from its working directory, a temporary one here.
@@ -497,3 +606,292 @@ def run_otbtf(savedmodel_dir: str | Path, key_rasters: Mapping[str, KeyRaster | 
     with atomic_file(record_file, overwrite=True) as tmp_record:
         tmp_record.write_text(record.to_json())
     return record
+
+
+def require_otbtf() -> str:
+    """The path of ``otbcli_TensorflowModelServe``.
+
+    Raises:
+        InferenceError: It is not on PATH; the message says how to get it.
+    """
+    found = shutil.which(EXECUTABLE)
+    if found is None:
+        raise InferenceError(f"{EXECUTABLE} is not on PATH: {GET_OTBTF}", field="engine")
+    return found
+
+
+#: Rows read per stripe when writing the per-key rasters (bounds the memory).
+_STRIPE = 512
+
+
+def write_key_rasters(keys: Sequence[KeyRequest], products: InputProducts, grid: Grid,
+                      window: Window, folder: Path, *,
+                      dem_policy: DemPolicy | str = DemPolicy.PARTIAL) -> dict[str, Path]:
+    """Write the encoded arrays of ``keys`` on a window of a grid, one GeoTIFF per key.
+
+    The arrays are :func:`decloud.inputs.read_inputs`' (the native engine's own reads:
+    bands, resolutions, nodata encodings), so OTBTF sees what the Keras model sees; the
+    window may extend past the grid (read as each key's nodata). Read in stripes of
+    :data:`_STRIPE` rows.
+
+    Args:
+        keys: The model's input keys.
+        products: The products they are read from.
+        grid: The 10 m grid.
+        window: The (padded) window to write, 10 m px; even offsets and sizes when a
+            key is at 20 m.
+        folder: Receives ``<key>.tif``.
+        dem_policy: Passed to :func:`~decloud.inputs.read_inputs`.
+
+    Returns:
+        The file of each key.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    col, row = int(window.col_off), int(window.row_off)
+    width, height = int(window.width), int(window.height)
+    paths = {key.name: folder / f"{key.name}.tif" for key in keys}
+    outputs: dict[str, Any] = {}
+    pool = RasterPool()
+    try:
+        with contextlib.ExitStack() as stack:
+            for top in range(0, height, _STRIPE):
+                rows = min(_STRIPE, height - top)
+                arrays = read_inputs(keys, products, grid, Window(col, row + top, width, rows),
+                                     dem_policy=dem_policy, pool=pool)
+                for key in keys:
+                    data = arrays[key.name]
+                    ratio = round(key.resolution / abs(grid.transform.a))
+                    if key.name not in outputs:
+                        transform = (grid.transform * Affine.translation(col, row)
+                                     * Affine.scale(ratio))
+                        outputs[key.name] = stack.enter_context(rasterio.open(
+                            paths[key.name], "w", driver="GTiff", width=width // ratio,
+                            height=height // ratio, count=data.shape[-1], dtype=data.dtype,
+                            crs=grid.crs, transform=transform, tiled=True, blockxsize=256,
+                            blockysize=256, BIGTIFF="IF_SAFER"))
+                    outputs[key.name].write(np.moveaxis(data, -1, 0), window=Window(
+                        0, top // ratio, width // ratio, data.shape[0]))
+    finally:
+        pool.close()
+    return paths
+
+
+@dataclass(frozen=True)
+class _Served:
+    """OTBTF's output over one region of the grid (10 m px)."""
+
+    path: Path
+    col: int
+    row: int
+    width: int
+    height: int
+
+
+def _window_key(window: Window) -> tuple[int, int, int, int]:
+    return (int(window.col_off), int(window.row_off), int(window.width), int(window.height))
+
+
+class OtbtfMethod(KerasMethod):
+    """A zoo model served by OTBTF's ``TensorflowModelServe``: the ``--engine otbtf`` method.
+
+    The streaming engine (:func:`decloud.inference.engine.run`) calls :meth:`prepare`
+    before it opens any output: the model is exported as a SavedModel (unless one is
+    given), every distinct set of products (one for a single date; one per neighbour
+    choice of the multi-temporal processor) gets its region of the grid (the bounding
+    box of its blocks), whose inputs are written as per-key GeoTIFFs padded by the
+    export's margin (:func:`write_key_rasters`: real pixels inside the grid, nodata
+    past it, as the native engine's halo), and OTBTF serves the method's 10 m output
+    over it with the geometry of :func:`decloud.models.otbtf.otbtf_command` (large
+    fields, tiled writer, RAM hint). The engine then streams its blocks as for any
+    method: :meth:`__call__` reads OTBTF's output on each block (``windowed``), and
+    the engine masks nodata from its own reads, composites with the target's mask,
+    encodes and writes the same COGs, quality layer, STAC item and record as the
+    native engine; the record's ``extra.otbtf`` holds the commands run.
+
+    Args:
+        model: The Keras model (exported when ``savedmodel`` is None: TensorFlow
+            backend).
+        spec: Its spec.
+        savedmodel: An existing export of the same model
+            (:func:`decloud.models.export.export_savedmodel`), or None.
+        efield: Largest expression field, 10 m px (cut to each region).
+        ram_hint_mb: ``OTB_MAX_RAM_HINT`` of the commands.
+        workdir: Parent of the temporary folders (per-key rasters, OTBTF's outputs:
+            about the inputs' size in float32 plus the output); the system's default
+            when None.
+        timeout: Seconds each command may run; None: no limit.
+        output_key, checksum, card_checksum, source: As for :class:`KerasMethod`.
+    """
+
+    #: The engine passes each block's windows to :meth:`__call__`.
+    windowed = True
+
+    def __init__(self, model: Any, spec: ModelSpec, *, savedmodel: str | Path | None = None,
+                 efield: int = DEFAULT_EFIELD, ram_hint_mb: int = DEFAULT_RAM_HINT_MB,
+                 workdir: str | Path | None = None, timeout: float | None = None,
+                 output_key: str | None = None, checksum: str | None = None,
+                 card_checksum: str | None = None, source: str | None = None) -> None:
+        super().__init__(model, spec, output_key=output_key, checksum=checksum,
+                         card_checksum=card_checksum, source=source)
+        self.savedmodel = None if savedmodel is None else Path(savedmodel).resolve()
+        self.efield = efield
+        self.ram_hint_mb = ram_hint_mb
+        self.workdir = None if workdir is None else Path(workdir)
+        self.timeout = timeout
+        self._export_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._run_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._settings: dict[str, Any] | None = None
+        self._served: dict[tuple[int, int, int, int], _Served] = {}
+
+    @classmethod
+    def from_method(cls, method: KerasMethod, **options: Any) -> OtbtfMethod:
+        """The same model, checksums and output, served by OTBTF (``options``: see class)."""
+        return cls(method.model, method.spec, output_key=method.output_key,
+                   checksum=method.checksum, card_checksum=method.card_checksum,
+                   source=method.source, **options)
+
+    def describe(self) -> dict[str, Any]:
+        """The Keras method's description, with ``engine: otbtf`` and the export used."""
+        return {**super().describe(), "engine": "otbtf",
+                "savedmodel": None if self.savedmodel is None else str(self.savedmodel)}
+
+    def settings(self) -> dict[str, Any]:
+        """The export's ``otbtf.json``, its ``model_dir`` absolute.
+
+        Without a given SavedModel, the model is first exported into a temporary folder.
+
+        Raises:
+            InferenceError: The export is of another model, or OTBTF cannot serve it.
+        """
+        if self._settings is not None:
+            return self._settings
+        folder = self.savedmodel
+        if folder is None:
+            from decloud.models.export import export_savedmodel  # TensorFlow
+
+            self._export_dir = tempfile.TemporaryDirectory(prefix="decloud-savedmodel-",
+                                                           dir=self.workdir)
+            folder = export_savedmodel(self.model, self.spec,
+                                       Path(self._export_dir.name) / "savedmodel",
+                                       efield=self.efield)
+        settings = read_settings(folder)
+        settings["model_dir"] = str(Path(folder).resolve())
+        if settings.get("model") != self.spec.name:
+            raise InferenceError(f"the SavedModel is an export of {settings.get('model')!r}, "
+                                 f"the model is {self.spec.name!r}", path=folder,
+                                 field="savedmodel")
+        if not settings.get("servable"):
+            raise InferenceError(f"model {self.spec.name} cannot be served by OTBTF: "
+                                 f"{settings.get('reason')}", field="engine")
+        self._settings = settings
+        return settings
+
+    def prepare(self, grid: Grid, blocks: Sequence[tuple[Window, InputProducts]],
+                options: EngineOptions) -> dict[str, Any]:
+        """Run OTBTF over the region of every distinct set of products.
+
+        Args:
+            grid: The engine's grid.
+            blocks: Each core block and its products.
+            options: The engine's options (``dem_policy``).
+
+        Returns:
+            ``{"otbtf": {...}}`` for the record's ``extra``: the SavedModel, each
+            command run (as a shell line) and the seconds OTBTF took.
+
+        Raises:
+            InferenceError: OTBTF is missing or failed, or its output is not where
+                its geometry puts it.
+        """
+        require_otbtf()
+        settings = self.settings()
+        self.close_run()
+        self._run_dir = tempfile.TemporaryDirectory(prefix="decloud-otbtf-", dir=self.workdir)
+        root = Path(self._run_dir.name)
+        groups: dict[int, tuple[InputProducts, list[Window]]] = {}
+        for core, products in blocks:
+            groups.setdefault(id(products), (products, []))[1].append(core)
+        commands: list[str] = []
+        seconds = 0.0
+        for n, (products, cores) in enumerate(groups.values()):
+            col = min(int(c.col_off) for c in cores)
+            row = min(int(c.row_off) for c in cores)
+            width = max(int(c.col_off + c.width) for c in cores) - col
+            height = max(int(c.row_off + c.height) for c in cores) - row
+            served, command, took = self._serve(settings, products, grid, col, row, width,
+                                                height, root / f"region{n}", options)
+            commands.append(command.shell())
+            seconds += took
+            for core in cores:
+                self._served[_window_key(core)] = served
+        return {"otbtf": {"savedmodel": settings["model_dir"], "commands": commands,
+                          "otbtf_s": seconds, "regions": len(groups)}}
+
+    def _serve(self, settings: Mapping[str, Any], products: InputProducts, grid: Grid,
+               col: int, row: int, width: int, height: int, folder: Path,
+               options: EngineOptions) -> tuple[_Served, OtbtfCommand, float]:
+        resolutions = [float(i["resolution_m"]) for i in settings["inputs"]] + [
+            float(o["resolution_m"]) for o in settings["outputs"]]
+        step = field_step(int(settings["size_multiple"]), resolutions)
+        m = int(settings["margin_px"])
+        e = serving_efield(width, height, self.efield, step)
+        pw, ph, nx, ny = padded_size(width, height, m, e, coarse=max(resolutions) > 10)
+        rasters = write_key_rasters(self.input_keys, products, grid,
+                                    Window(col - m, row - m, pw, ph), folder,
+                                    dem_policy=options.dem_policy)
+        command = otbtf_command(settings, self.output_key,
+                                {k: str(v) for k, v in rasters.items()},
+                                str(folder / f"{self.output_key}_otbtf.tif"), efield=e,
+                                fields=(nx, ny), ram_hint_mb=self.ram_hint_mb)
+        took = _run(command, folder, self.timeout)
+        check_output(command, width, height)
+        return _Served(Path(command.output), col, row, width, height), command, took
+
+    def __call__(self, inputs: Mapping[str, np.ndarray],
+                 windows: Sequence[tuple[Window, Window]] | None = None) -> BlockResult:
+        """OTBTF's output on a batch of padded blocks (NaN where it has none).
+
+        Raises:
+            InferenceError: Called without the blocks' windows, or on a block
+                :meth:`prepare` did not serve.
+        """
+        if windows is None:
+            raise InferenceError("the OTBTF method reads OTBTF's output on the engine's "
+                                 "blocks: run it with decloud.inference.engine.run",
+                                 field="engine")
+        channels = len(self.output_bands)
+        batch = []
+        for core, padded in windows:
+            served = self._served.get(_window_key(core))
+            if served is None:
+                raise InferenceError(f"block {_window_key(core)} was not served by OTBTF",
+                                     field="engine")
+            h, w = int(padded.height), int(padded.width)
+            out = np.full((h, w, channels), np.nan, dtype=np.float32)
+            # The padded block's overlap with the served region (its core at least).
+            c0 = max(int(padded.col_off), served.col)
+            r0 = max(int(padded.row_off), served.row)
+            c1 = min(int(padded.col_off) + w, served.col + served.width)
+            r1 = min(int(padded.row_off) + h, served.row + served.height)
+            with rasterio.open(served.path) as src:
+                data = src.read(window=Window(c0 - served.col, r0 - served.row, c1 - c0,
+                                              r1 - r0)).astype(np.float32)
+            out[r0 - int(padded.row_off):r1 - int(padded.row_off),
+                c0 - int(padded.col_off):c1 - int(padded.col_off)] = np.moveaxis(data, 0, -1)
+            batch.append(out)
+        return BlockResult(np.stack(batch))
+
+    def close_run(self) -> None:
+        """Remove the last run's per-key rasters and OTBTF outputs."""
+        self._served = {}
+        if self._run_dir is not None:
+            self._run_dir.cleanup()
+            self._run_dir = None
+
+    def close(self) -> None:
+        """Remove the temporary files (the last run's and an exported SavedModel)."""
+        self.close_run()
+        if self._export_dir is not None:
+            self._export_dir.cleanup()
+            self._export_dir = None
+            self._settings = None

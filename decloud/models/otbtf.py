@@ -176,15 +176,24 @@ def serving_efield(width: int, height: int, efield: int, step: int) -> int:
     return min(efield, -(-max(width, height) // step) * step)
 
 
-def padded_size(width: int, height: int, margin: int, efield: int) -> tuple[int, int, int, int]:
+def padded_size(width: int, height: int, margin: int, efield: int, *,
+                coarse: bool = False) -> tuple[int, int, int, int]:
     """Padded input size and field counts: ``(padded_w, padded_h, fields_x, fields_y)``.
 
     The input is padded by ``margin`` on the top and left; on the bottom and right by
     ``margin`` plus what makes the output a whole number of fields, which OTBTF needs
     (it cuts its output to a multiple of the field).
+
+    ``coarse`` (a 20 m input or output): one more 20 m pixel (2 px) on the bottom and
+    right. OTBTF's output extent is the intersection of its sources' extents shrunk by
+    their ``rfield``; a 10 m source of a 20 m output has an odd ``rfield`` (``2 n - 1``)
+    and its extent ends half a 20 m pixel short, so without that pixel OTBTF's output
+    loses its last row and column of fields (one field: "Output grid size is larger
+    than output image size").
     """
     nx, ny = -(-width // efield), -(-height // efield)
-    return nx * efield + 2 * margin, ny * efield + 2 * margin, nx, ny
+    extra = 2 if coarse else 0
+    return nx * efield + 2 * margin + extra, ny * efield + 2 * margin + extra, nx, ny
 
 
 @dataclass(frozen=True)
@@ -349,8 +358,9 @@ def otbtf_settings(spec: ModelSpec, *, margin: int | None = None,
         "reason": reason,
         "padding": (f"each -sourceN.il is the key's raster padded with its nodata by {m} px "
                     "(10 m) on the top and left, and on the bottom and right by "
-                    f"{m} px plus what makes the output a whole number of fields; the "
-                    f"output then starts at the unpadded origin (crop it to the input)"),
+                    f"{m} px plus what makes the output a whole number of fields (plus "
+                    "2 px when an input or output is at 20 m); the output then starts at "
+                    "the unpadded origin (crop it to the input)"),
     }
     commands: dict[str, str | None] = {}
     for entry in outputs:

@@ -7,6 +7,9 @@
   catalog's statistics, and the multi-temporal processor.
 * :mod:`.timeseries` and :mod:`.monthly`: every date of a range, or one image per
   month, resumable by completion records, with a summary.
+* :mod:`.reconstruction`: a target date rebuilt from a fragmentary optical series by
+  linear interpolation, WLR (weighted linear regression on similar pixels) or the
+  progressive spatio-temporal patch-group method (``process series --method``).
 
 The names below load on first use, so that ``import decloud.processors`` costs no Keras:
 the gap-filling kernel runs on numpy alone (only the processor runs the engine).

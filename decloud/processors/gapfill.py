@@ -286,60 +286,95 @@ def fill_gaps(
 
     # last[j]: per pixel, the input index of the last usable observation among the
     # first j + 1 in time order (-1: none); first[j]: the first usable one from j on.
+    # Only the j the targets split at are kept.
     order = np.argsort(times, kind="stable")
     sorted_times = times[order]
-    last = np.empty((count, height, width), dtype=np.int16)
-    first = np.empty((count, height, width), dtype=np.int16)
+    splits = [int(np.searchsorted(sorted_times, target, side="right")) for target in wanted]
+    need_last = {split - 1 for split in splits if split > 0}
+    need_first = {split for split in splits if split < count}
+    last: dict[int, np.ndarray] = {}
+    first: dict[int, np.ndarray] = {}
     current = np.full((height, width), NONE, dtype=np.int16)
-    for j, i in enumerate(order):
-        np.copyto(current, np.int16(i), where=ok[i])
-        last[j] = current
+    for j in range(max(need_last, default=-1) + 1):
+        np.copyto(current, np.int16(order[j]), where=ok[order[j]])
+        if j in need_last:
+            last[j] = current.copy()
     # Backwards, equal times in decreasing index order, so that the later one wins
     # there too (the scans split at the same place: between distinct times).
     backward = np.lexsort((-np.arange(count), times))
     current = np.full((height, width), NONE, dtype=np.int16)
-    for j in range(count - 1, -1, -1):
-        i = backward[j]
-        np.copyto(current, np.int16(i), where=ok[i])
-        first[j] = current
+    for j in range(count - 1, min(need_first, default=count) - 1, -1):
+        np.copyto(current, np.int16(backward[j]), where=ok[backward[j]])
+        if j in need_first:
+            first[j] = current.copy()
 
     shape = (len(wanted), height, width)
-    reflectance = np.full((*shape, channels), np.nan, dtype=np.float32)
-    days = np.full(shape, np.nan, dtype=np.float32)
-    before = np.full(shape, NONE, dtype=np.int16)
-    after = np.full(shape, NONE, dtype=np.int16)
-    for k, target in enumerate(wanted):
-        split = int(np.searchsorted(sorted_times, target, side="right"))
-        ib = last[split - 1] if split > 0 else np.full((height, width), NONE, np.int16)
-        ia = first[split] if split < count else np.full((height, width), NONE, np.int16)
-        tb = np.where(ib >= 0, times[np.maximum(ib, 0)], np.nan)
-        ta = np.where(ia >= 0, times[np.maximum(ia, 0)], np.nan)
-        db, da = target - tb, ta - target  # NaN where no observation
-        if max_days is not None:
-            ib = np.where(db > max_days, np.int16(NONE), ib)
-            ia = np.where(da > max_days, np.int16(NONE), ia)
-        has_b, has_a = ib >= 0, ia >= 0
-        exact = has_b & (db == 0)
-        ia = np.where(exact, np.int16(NONE), ia)
-        has_a &= ~exact
-        both = has_b & has_a
-        db, da = np.where(has_b, db, np.nan), np.where(has_a, da, np.nan)
-
-        vb, va = _gather(series, ib, scale), _gather(series, ia, scale)
+    # Every target fills its whole slice: no need to initialise.
+    reflectance = np.empty((*shape, channels), dtype=np.float32)
+    days = np.empty(shape, dtype=np.float32)
+    before = np.empty(shape, dtype=np.int16)
+    after = np.empty(shape, dtype=np.int16)
+    none = np.full((height, width), NONE, dtype=np.int16)
+    for k, (target, split) in enumerate(zip(wanted, splits, strict=True)):
+        # Everything but the values depends on the pixel's (before, after) pair only:
+        # computed once per pair in a (T + 1)^2 table, then looked up per pixel.
+        tables = _pair_tables(times, float(target), max_days)
+        code = (last[split - 1] if split > 0 else none).astype(np.intp)
+        code += 1
+        code *= count + 1
+        code += first[split] if split < count else none
+        code += 1
+        ib, ia, ib_value, ia_value, weight, days[k] = (t.take(code) for t in tables)
         # One side only: both ends are that observation, so the formula below copies it
         # exactly (weight 0, difference 0); neither side: NaN stays NaN.
-        np.copyto(vb, va, where=~has_b[..., None])
-        np.copyto(va, vb, where=~has_a[..., None])
-        # Weight of the later observation: 0 at tb, 1 at ta.
-        weight = np.zeros((height, width), dtype=np.float64)
-        np.divide(db, ta - tb, out=weight, where=both)
+        vb, va = _gather(series, ib_value, scale), _gather(series, ia_value, scale)
         va -= vb  # in place from here on: these are the block's largest arrays
-        va *= weight.astype(np.float32)[..., None]
+        va *= weight[..., None]
         va += vb
         reflectance[k] = va
-        days[k] = np.fmax(db, da)  # the larger distance; NaN only where neither side
         before[k], after[k] = ib, ia
     return GapFill(reflectance, days, before, after)
+
+
+def _pair_tables(times: np.ndarray, target: float, max_days: float | None
+                 ) -> tuple[np.ndarray, ...]:
+    """Per (before, after) pair of observation indices: what :func:`fill_gaps` uses.
+
+    Flat tables of ``(T + 1)^2`` entries indexed by ``(ib + 1) * (T + 1) + (ia + 1)``
+    (-1: no observation on that side), with the same float64 arithmetic a per-pixel
+    computation would do, so that the looked-up results are bit-identical to it.
+
+    Returns:
+        ``(ib, ia, ib_value, ia_value, weight, days)``: the indices used before and
+        after the target (int16; after max_days, and the after side dropped where the
+        before one is at the target's time), the indices whose values stand for each
+        end (the other side when one is missing), the weight of the later observation
+        (float32) and the days to the sources (float32, NaN where none).
+    """
+    count = len(times)
+    candidates = np.arange(-1, count, dtype=np.int16)
+    ib, ia = (a.ravel() for a in np.meshgrid(candidates, candidates, indexing="ij"))
+    tb = np.where(ib >= 0, times[np.maximum(ib, 0)], np.nan)
+    ta = np.where(ia >= 0, times[np.maximum(ia, 0)], np.nan)
+    db, da = target - tb, ta - target  # NaN where no observation
+    if max_days is not None:
+        ib = np.where(db > max_days, np.int16(NONE), ib)
+        ia = np.where(da > max_days, np.int16(NONE), ia)
+    has_b, has_a = ib >= 0, ia >= 0
+    exact = has_b & (db == 0)
+    ia = np.where(exact, np.int16(NONE), ia)
+    has_a &= ~exact
+    both = has_b & has_a
+    db, da = np.where(has_b, db, np.nan), np.where(has_a, da, np.nan)
+    # Weight of the later observation: 0 at tb, 1 at ta.
+    weight = np.zeros(len(ib), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):  # pairs no pixel can have
+        np.divide(db, ta - tb, out=weight, where=both)
+    days = np.fmax(db, da).astype(np.float32)  # the larger distance; NaN only where neither
+    ib_value = np.where(has_b, ib, ia).astype(np.int16)
+    ia_value = np.where(has_a, ia, ib).astype(np.int16)
+    return (ib.astype(np.int16), ia.astype(np.int16), ib_value, ia_value,
+            weight.astype(np.float32), days)
 
 
 def _gather(series: np.ndarray, index: np.ndarray, scale: np.float32) -> np.ndarray:

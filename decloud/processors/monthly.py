@@ -223,13 +223,19 @@ def monthly_synthesis(archive: Archive, tile: str, year: int,
         raise NoProductError(f"tile {normalize_tile(tile)} has no S2 product in the archive",
                              field="tile")
     out_dir = Path(out_dir)
-    jobs = [SeriesJob(label=f"{year}-{month:02d}",
-                      out=out_dir / f"{normalize_tile(tile)}_{year}{month:02d}_{method.name}.tif",
-                      plan=_planner(method, archive, tile, year, month, products))
-            for month in months]
+    options = options or SeriesOptions()
     settings = {"processor": "monthly", "tile": normalize_tile(tile),
                 "method": method.parameters()}
-    return run_jobs(jobs, products[0].grid(), out_dir, settings, options or SeriesOptions(),
+    planned: Any = method
+    if options.execution is not None and options.execution.distributed:
+        from decloud.distributed.models import portable
+
+        planned = portable(method, options.execution.backend)  # the model by reference
+    jobs = [SeriesJob(label=f"{year}-{month:02d}",
+                      out=out_dir / f"{normalize_tile(tile)}_{year}{month:02d}_{method.name}.tif",
+                      plan=_planner(planned, archive, tile, year, month, products))
+            for month in months]
+    return run_jobs(jobs, products[0].grid(), out_dir, settings, options,
                     title=f"{normalize_tile(tile)} monthly synthesis {year} ({method.name})")
 
 

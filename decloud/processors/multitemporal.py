@@ -146,15 +146,19 @@ def _key(window: Window) -> tuple[int, int, int, int]:
 
 
 def _model_acquisitions(method: KerasMethod) -> dict[str, set[KeyKind]]:
-    """The kinds the model reads per acquisition (the DEM has none)."""
+    """The kinds the model reads per acquisition (the DEM has none).
+
+    ``dt_<a>`` keys (the weightless ``gapfill`` model) are days from the reference to
+    the acquisition's chosen S2 product, read like any other key of the block.
+    """
     out: dict[str, set[KeyKind]] = {}
     for key in method.input_keys:
         kind, acquisition = parse_key(key.name)
         if kind is KeyKind.DEM:
             continue
-        if acquisition is None or kind not in (KeyKind.S2, KeyKind.S1):
+        if acquisition is None or kind not in (KeyKind.S2, KeyKind.S1, KeyKind.DT):
             raise InferenceError(f"model {method.name} reads {key.name}: the multi-temporal "
-                                 "processor gives S2 and S1 per acquisition, and the DEM",
+                                 "processor gives S2, S1 and dt per acquisition, and the DEM",
                                  field="model")
         out.setdefault(acquisition, set()).add(kind)
     return out
@@ -330,7 +334,8 @@ def multitemporal(source: Catalog | Archive | str | Path, tile: str, day: date,
         elif isinstance(source, Catalog):
             catalog = source
         else:
-            catalog = stack.enter_context(Catalog.open(source))
+            # Read-only (mode=ro): safe on the shared filesystems Dask workers use.
+            catalog = stack.enter_context(Catalog.open(source, read_only=True))
         plan = plan_multitemporal(method, catalog, tile, day, options)
     layout_name = options.layout.name if isinstance(options.layout, Layout) \
         else str(options.layout)

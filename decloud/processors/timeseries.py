@@ -27,7 +27,15 @@ image...) is recorded as failed with its reason and the series goes on, unless
 ``strict``. ``summary.json`` and ``summary.md`` (per date: cloud before, reconstructed
 fraction, nodata, time, status) are rewritten after every date, so an interrupted
 series still has one. Quicklooks (``<stem>_quicklook.png``: input, output and quality
-side by side) are optional.
+side by side) are optional. At the end the folder's STAC items (one per output, written
+by the engine) are gathered into its ``collection.json``.
+
+With a distributed ``SeriesOptions.execution`` (:class:`decloud.distributed.Execution`:
+a LocalCluster, a running scheduler or a SLURM/PBS cluster) each date is a Dask task
+running the same per-date code, the model sent by reference and loaded once per worker;
+the client gathers the reports and writes the summary and the collection
+(:mod:`decloud.distributed.runner`). The outputs are the same bytes either way, but for
+their creation and timing entries.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ from decloud.inputs import AcquisitionProducts, InputProducts
 from decloud.writers import atomic_file
 
 if TYPE_CHECKING:
+    from decloud.distributed.cluster import Execution
     from decloud.grid import Grid
     from decloud.inference.engine import EngineOptions, ProductsSource, RunRecord
     from decloud.inference.method import BlockMethod, KerasMethod
@@ -308,7 +317,7 @@ class MultiTemporalDates:
         from decloud.processors.multitemporal import multitemporal, plan_multitemporal
 
         day = product.acquired.date()
-        catalog = Catalog.open(self.catalog)
+        catalog = Catalog.open(self.catalog, read_only=True)  # mode=ro: shared filesystems
         try:
             planned = plan_multitemporal(self.method, catalog, tile, day, self._options(engine))
         finally:
@@ -334,12 +343,16 @@ class SeriesOptions:
         strict: Stop at the first failed date (re-raise its error).
         quicklooks: Write ``<stem>_quicklook.png`` per output.
         progress: A tqdm bar over the dates.
+        execution: Where the dates run (:class:`decloud.distributed.Execution`: a
+            local cluster, a scheduler, a batch cluster); this process, one date after
+            another, when None or not distributed.
     """
 
     engine: EngineOptions | None = None
     strict: bool = False
     quicklooks: bool = True
     progress: bool = False
+    execution: Execution | None = None
 
 
 @dataclass
@@ -497,7 +510,9 @@ def run_jobs(jobs: Sequence[SeriesJob], grid: Grid, out_dir: Path,
         title: The summary's title.
 
     Returns:
-        One report per job; also in ``summary.json`` and ``summary.md``.
+        One report per job; also in ``summary.json`` and ``summary.md``. With STAC
+        items on (the engine's default), the folder's items are gathered into its
+        ``collection.json`` at the end (:func:`decloud.stac.write_collection`).
 
     Raises:
         ProcessorRerunError: The folder holds a run of other settings.
@@ -507,6 +522,13 @@ def run_jobs(jobs: Sequence[SeriesJob], grid: Grid, out_dir: Path,
 
     engine = options.engine or EngineOptions()
     _check_settings(out_dir, {**settings, "composite": dataclasses.asdict(engine.composite)})
+    if options.execution is not None and options.execution.distributed:
+        from decloud.distributed.runner import run_on_cluster
+
+        gathered = run_on_cluster(jobs, grid, engine, options, out_dir, options.execution,
+                                  title=title)
+        _collection(out_dir, gathered, engine)
+        return gathered
     reports: list[DateReport] = []
     bar = tqdm(jobs, unit="date", desc=title, disable=None if options.progress else True)
     for job in bar:
@@ -514,7 +536,16 @@ def run_jobs(jobs: Sequence[SeriesJob], grid: Grid, out_dir: Path,
         reports.append(report)
         bar.set_postfix_str(f"{job.label} {report.status}")
         write_summary(out_dir, reports, title=title)
+    _collection(out_dir, reports, engine)
     return reports
+
+
+def _collection(out_dir: Path, reports: Sequence[DateReport], engine: EngineOptions) -> None:
+    """Gather the folder's STAC items into its collection, once, when any output exists."""
+    if engine.stac and any(r.output for r in reports):
+        from decloud.stac import write_collection
+
+        write_collection(out_dir)
 
 
 def _one_job(job: SeriesJob, grid: Grid, engine: EngineOptions, options: SeriesOptions,
@@ -687,12 +718,16 @@ def run_series(archive: Archive, tile: str, start: date, end: date, method: Date
                              f"{end}", field="dates")
     out_dir = Path(out_dir)
     days = [p.acquired.date() for p in chosen]
+    settings = {"processor": "series", "tile": normalize_tile(tile),
+                "method": method.parameters()}
+    if options.execution is not None and options.execution.distributed:
+        from decloud.distributed.models import portable
+
+        method = portable(method, options.execution.backend)  # the model by reference
     jobs = [SeriesJob(
         label=f"{p.acquired:%Y-%m-%d %H:%M}",
         out=output_path(out_dir, tile, p, method.name, days.count(p.acquired.date()) > 1),
         plan=_planner(method, archive, tile, p, products), product=p) for p in chosen]
-    settings = {"processor": "series", "tile": normalize_tile(tile),
-                "method": method.parameters()}
     return run_jobs(jobs, chosen[0].grid(), out_dir, settings, options,
                     title=f"{normalize_tile(tile)} series {start} to {end} ({method.name})")
 

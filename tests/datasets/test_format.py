@@ -63,3 +63,27 @@ def test_options_are_checked_when_made() -> None:
     with pytest.raises(DatasetError, match="not both"):
         PlanOptions(3, splits={"a": 1.0}, rois={"b": Path("x")})
     assert PlanOptions(3, ["T31UFS"]).tiles == ("T31UFS",)  # type: ignore[arg-type]
+
+
+def test_npz_members_are_numpys_npy_bytes(tmp_path: Path) -> None:
+    """write_npz writes each array's memory itself: the bytes are numpy's own format."""
+    import io
+    import zipfile
+
+    from decloud.datasets.format import write_npz
+
+    rng = np.random.default_rng(0)
+    arrays = {"s2_t": rng.integers(-10000, 10000, (3, 8, 8, 4)).astype(np.int16),
+              "dt_t": rng.random((3, 1)).astype(np.float32),
+              "s2_mask_t": rng.integers(0, 5, (3, 8, 8, 1)).astype(np.uint8),
+              "empty": np.zeros((0, 2), np.uint16),
+              "meta": np.array(['{"index": 0}', '{"index": 1}'], dtype=str)}
+    write_npz(tmp_path / "a.npz", arrays)
+    with zipfile.ZipFile(tmp_path / "a.npz") as archive:
+        for name, array in arrays.items():
+            want = io.BytesIO()
+            np.lib.format.write_array(want, array, allow_pickle=False)
+            assert archive.read(f"{name}.npy") == want.getvalue(), name
+    loaded = np.load(tmp_path / "a.npz")
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(loaded[name], array)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,20 @@ def test_a_margin_below_the_receptive_field_shows_seams() -> None:
     got, _ = _assemble(method, grid, EngineOptions(block_size=20, target=None))
     ok = np.isfinite(whole)
     assert np.abs(got[ok] - whole[ok]).max() > 1.0
+
+
+def test_blocks_come_in_grid_order_and_a_closed_stream_stops_its_threads() -> None:
+    """Composites run in a thread behind the method: order and shutdown still hold."""
+    grid = _grid().subgrid(Window(0, 0, 60, 60))
+    options = EngineOptions(block_size=12, batch_size=2, prefetch=3)
+    cores = [(int(b.core.row_off), int(b.core.col_off))
+             for b in iter_blocks(Neighbour(), _products(), grid, options)]
+    assert cores == [(r, c) for r in range(0, 60, 12) for c in range(0, 60, 12)]
+    stream = iter_blocks(Neighbour(), _products(), grid, options)
+    next(stream)
+    stream.close()  # what run() does on an error
+    assert not [t for t in threading.enumerate()
+                if t.name.startswith(("decloud-post", "decloud-read"))]
 
 
 def _read(path: Path) -> np.ndarray:
@@ -383,8 +398,8 @@ def test_default_block_size_and_progress_bar(tmp_path: Path, monkeypatch: pytest
     grid = _grid().subgrid(Window(0, 0, 30, 30))
     quiet = run(Neighbour(), _products(), grid, tmp_path / "quiet.tif")
     assert "block" not in capsys.readouterr().err  # off by default in the library
-    # 1024 on CPU, 2048 on a GPU with JAX.
-    assert quiet.parameters["block_size"] == default_block_size() in (1024, 2048)
+    # 1280 on CPU, 2048 on a GPU with JAX.
+    assert quiet.parameters["block_size"] == default_block_size() in (1280, 2048)
     # Asked for, the bar shows on a terminal only (not in logs or CI).
     run(Neighbour(), _products(), grid, tmp_path / "log.tif",
         EngineOptions(block_size=10, progress=True))

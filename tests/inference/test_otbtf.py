@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +15,11 @@ from decloud.constants import S2_NODATA
 from decloud.errors import InferenceError, OutputExistsError
 from decloud.inference.otbtf import (
     KeyRaster,
+    check_output,
+    command_sources,
     finish_otbtf,
     otbtf_origin,
+    otbtf_output_grid,
     plan_otbtf,
     run_otbtf,
     select_bands,
@@ -29,7 +29,8 @@ from decloud.inference.otbtf import (
 from decloud.inference.otbtf import _run as run_command
 from decloud.keys import encode_s2
 from decloud.models import build, get_config
-from decloud.models.otbtf import OTBTF_FILE, OtbtfCommand, otbtf_settings
+from decloud.models.otbtf import OtbtfCommand, otbtf_settings
+from tests.inference.test_otbtf_engine import install_fake_otbtf
 
 CRS = "EPSG:32631"
 ORIGIN = (600000.0, 5000000.0)
@@ -162,10 +163,11 @@ def test_plan_and_finish(inputs: dict[str, KeyRaster], tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     plan = plan_otbtf(s, inputs, tmp_path / "out.tif", work)
-    # One 40 px field covers 40 x 36 px; padded by the margin (8) all round.
-    assert (plan.margin, plan.efield, plan.fields, plan.padded) == (8, 40, (1, 1), (56, 56))
+    # One 40 px field covers 40 x 36 px; padded by the margin (8) all round, plus one
+    # 20 m pixel on the bottom and right (OTBTF's 20 m output would lose its field).
+    assert (plan.margin, plan.efield, plan.fields, plan.padded) == (8, 40, (1, 1), (58, 58))
     with rasterio.open(plan.rasters["s2_20m_t"]) as src:
-        assert (src.width, src.height, src.count) == (28, 28, 6)
+        assert (src.width, src.height, src.count) == (29, 29, 6)
     assert set(plan.commands) == {"s2_target", "s2_20m_target"}
     args = plan.commands["s2_20m_target"].args
     assert args[args.index("-output.efieldx") + 1] == "20"
@@ -219,47 +221,68 @@ def test_failure_quotes_the_log_tail(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
-FAKE = '''#!{python}
-"""Stands in for otbcli_TensorflowModelServe: writes 1234 over whole fields."""
-import sys
-import numpy as np
-import rasterio
-from affine import Affine
-args = sys.argv[1:]
-opt = dict(zip(args[::2], args[1::2]))
-name = opt["-output.names"]
-crop = int(name.rsplit("_crop", 1)[1])
-scale = float(opt.get("-output.spcscale", 1))
-with rasterio.open(opt["-source1.il"]) as src:
-    w, h, t, crs = src.width, src.height, src.transform, src.crs
-w, h = int(w / scale) - 2 * crop, int(h / scale) - 2 * crop
-bands = 6 if "20m" in name else 4
-out = opt["-out"].split("?")[0]
-with rasterio.open(out, "w", driver="GTiff", width=w, height=h, count=bands,
-                   dtype="float32", crs=crs,
-                   transform=Affine(t.a * scale, 0, t.c, 0, t.e * scale, t.f)) as dst:
-    dst.write(np.full((bands, h, w), 1234, np.float32))
-'''
+@pytest.mark.slow
+def test_run_with_otbtfs_geometry_equals_keras(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               inputs: dict[str, KeyRaster]) -> None:
+    """Several fields at 10 m and 20 m through the stand-in equal the whole-image model."""
+    install_fake_otbtf(tmp_path, monkeypatch)
+    from decloud.models.export import export_savedmodel
+    from decloud.models.inference import predict
 
-
-def test_run_with_a_stand_in_executable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        inputs: dict[str, KeyRaster]) -> None:
-    bin_dir, saved = tmp_path / "bin", tmp_path / "savedmodel"
-    bin_dir.mkdir()
-    saved.mkdir()
-    (saved / OTBTF_FILE).write_text(json.dumps(settings()))
-    exe = bin_dir / "otbcli_TensorflowModelServe"
-    exe.write_text(FAKE.format(python=sys.executable))
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    record = run_otbtf(saved, inputs, tmp_path / "out.tif")
+    config = get_config("dsen2cr")
+    config = config.model_copy(update={"network": config.network.model_copy(
+        update={"features": 8, "blocks": 2})})
+    model, spec = build(config)
+    saved = export_savedmodel(model, spec, tmp_path / "savedmodel")
+    # 16 px fields: 3 x 3 fields at 10 m, 8 px fields at 20 m, seams inside the scene.
+    record = run_otbtf(saved, inputs, tmp_path / "out.tif", efield=16)
     assert record.outputs == {"reflectance": str(tmp_path / "out.tif"),
                               "reflectance_20m": str(tmp_path / "out_20m.tif")}
     assert record.method["model_dir"] == str(saved.resolve())
+    assert record.parameters["efield"] == 16 and record.blocks["total"] == 9
     assert json.loads((tmp_path / "out.json").read_text())["grid"]["width"] == WIDTH
-    with rasterio.open(tmp_path / "out.tif") as src:
-        data = src.read()
-    seen = observed(inputs, 1)
-    assert np.all(data[:, seen] == 1234) and np.all(data[:, ~seen] == S2_NODATA)
+    # Reference: the Keras model on the whole inputs padded by the margin with nodata.
+    m = 8
+    arrays = {}
+    for key, raster in inputs.items():
+        bands = select_bands(raster, spec.inputs[key].bands, spec.inputs[key].channels)
+        with rasterio.open(raster.path) as src:
+            data, nodata = src.read(list(bands)), src.nodata
+        r = 2 if "20m" in key else 1
+        padded = np.pad(data, ((0, 0), (m // r, m // r), (m // r, m // r)),
+                        constant_values=nodata)
+        arrays[key] = np.moveaxis(padded, 0, -1)[None].astype(np.float32)
+    expected = predict(model, spec, arrays)
+    for key, name, r in (("s2_target", "out.tif", 1), ("s2_20m_target", "out_20m.tif", 2)):
+        c = m // r
+        want = encode_s2(np.moveaxis(expected[key][0, c:-c, c:-c], -1, 0) / 10000)
+        want[:, ~observed(inputs, r)] = S2_NODATA
+        with rasterio.open(tmp_path / name) as src:
+            # decloud's grid (OTBTF's 20 m output was 5 m off, checked by check_output).
+            assert src.transform == Affine(10 * r, 0, ORIGIN[0], 0, -10 * r, ORIGIN[1])
+            got = src.read()
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
     with pytest.raises(OutputExistsError, match="exists already"):
         run_otbtf(saved, inputs, tmp_path / "out.tif")
+
+
+def test_output_off_otbtfs_geometry_is_refused(inputs: dict[str, KeyRaster],
+                                               tmp_path: Path) -> None:
+    s = settings()
+    plan = plan_otbtf(s, inputs, tmp_path / "out.tif", tmp_path)
+    command = plan.commands["s2_20m_target"]
+    sources = []
+    for path, rfield in command_sources(command):
+        with rasterio.open(path) as src:
+            sources.append((src.transform, src.width, src.height, rfield))
+    west, north, width, height = otbtf_output_grid(sources, 20, 2)
+    # OTBTF's 20 m origin: 5 m west and north of the input's corner, one whole field.
+    assert (west, north, width, height) == (ORIGIN[0] - 5, ORIGIN[1] + 5, 20, 20)
+    fake_otbtf_output(command.output, np.zeros((6, 20, 20)), 20)
+    check_output(command, 20, 18)
+    write(Path(command.output), np.zeros((6, 20, 20), np.float32), 20, 0, origin=ORIGIN)
+    with pytest.raises(InferenceError, match="OTBTF version"):
+        check_output(command, 20, 18)
+    with pytest.raises(InferenceError, match="less than one field"):
+        otbtf_output_grid([(sources[0][0], 56, 56, 57)], 20, 2)

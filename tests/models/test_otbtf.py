@@ -76,6 +76,8 @@ def check_command(spec: ModelSpec, settings: dict[str, Any], key: str, efield: i
     assert options["-out"] == (f"{key}.tif?&streaming:type=tiled&streaming:sizemode=height"
                                f"&streaming:sizevalue={eo}")
     assert options.get("-output.spcscale") == (None if ratio == 1 else str(ratio))
+    # No -sourceN.nodata: OTBTF blanks whole tiles with it; decloud masks afterwards.
+    assert not [k for k in options if k.endswith(".nodata")]
     sources = {v: k.split(".")[0] for k, v in options.items() if k.endswith(".placeholder")}
     assert set(sources) == {s.key for s in images}
     # 10 m sources first: source1 sets the grid OTBTF writes on.

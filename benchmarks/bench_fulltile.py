@@ -1,0 +1,290 @@
+"""Acceptance run: a full 10980 x 10980 tile through ``decloud process multi-temporal``.
+
+The scene is the engine benchmark's (:func:`bench_engine.build_scene`: three THEIA S2
+dates of real-patch mosaics with clouds, S1 VV/VH per date, the real DEM zoomed to
+30 m), built at ``--size`` px (default 10980, a full tile). The run is what a user
+types, end to end, each step a child process:
+
+1. ``decloud index build`` of the scene (S2, S1, DEM) into a catalog;
+2. ``/usr/bin/time -v decloud process multi-temporal`` with ``msop_small`` (seeded
+   untrained weights: speed and memory do not depend on training) on the middle date,
+   t-1 and t+1 chosen per block from the catalog (windows widened by ``--widen-hours``
+   because the scene's t+1 is 40 days after t): its wall time and peak RSS (the
+   kernel's maximum resident set of the process, TensorFlow included);
+3. a quicklook of a block corner: a 512 px crop centred on the intersection of four
+   engine blocks (the one with the most reconstructed pixels around it), input /
+   output / quality side by side (PNG), to look at for seams.
+
+Usage::
+
+    cd benchmarks && ../.venv/bin/python bench_fulltile.py [--size PX] [--out DIR]
+
+writes ``<out>/fulltile_<size>.json`` and ``.md`` and the quicklook
+``<out>/fulltile_<size>_corner.png`` (``--out`` defaults to ``benchmarks/results``).
+Running it at two smaller sizes (``--size 2048``, ``--size 4096``) shows how peak
+RSS grows with the scene: the engine's queues bound the blocks in memory, so it
+should not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from _common import (  # benchmarks/ is sys.path[0] when run as a script
+    REPO_ROOT,
+    RESULTS_DIR,
+    git_commit,
+    load_average,
+    log,
+    machine_info,
+    machine_line,
+    now_utc,
+    package_versions,
+    source_digest,
+    write_results,
+)
+from bench_engine import DATES, DEFAULT_CACHE, MODEL, SEED, build_scene
+from bench_read_tile import TILE_PX
+from rasterio.windows import Window
+
+DECLOUD = REPO_ROOT / ".venv" / "bin" / "decloud"
+TILE = "T33TVM"
+TARGET_DATE = "2015-07-31"
+CORNER_PX = 512
+#: Colours of the quality layer in the quicklook (clear, reconstructed, feathered, nodata).
+QUALITY_COLOURS = {0: (40, 160, 40), 1: (220, 60, 60), 2: (240, 200, 40), 255: (0, 0, 0)}
+
+
+def _timed(cmd: list[str], log_path: Path) -> tuple[float, str]:
+    """Run a command under ``/usr/bin/time -v``; its wall seconds and its output."""
+    t0 = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True,
+                          check=False)
+    seconds = time.perf_counter() - t0
+    text = done.stdout + done.stderr
+    log_path.write_text(" ".join(cmd) + "\n\n" + text, encoding="utf-8")
+    if done.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} failed ({done.returncode}), see {log_path}:\n"
+                           f"{text[-3000:]}")
+    return seconds, text
+
+
+def _time_field(text: str, name: str) -> float:
+    """A field of ``/usr/bin/time -v``'s report (``Maximum resident set size (kbytes)``)."""
+    found = re.search(rf"{re.escape(name)}: ([0-9.:]+)", text)
+    if found is None:
+        raise RuntimeError(f"no {name!r} in /usr/bin/time's report")
+    value = found.group(1)
+    if ":" in value:  # elapsed h:mm:ss or m:ss.ss
+        parts = [float(p) for p in value.split(":")]
+        return sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    return float(value)
+
+
+def _stretch(rgb: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """``(3, H, W)`` DN to uint8 ``(H, W, 3)`` between per-channel limits, nodata black."""
+    lo, hi = limits[:, 0, None, None], limits[:, 1, None, None]
+    out = np.clip((rgb - lo) / np.maximum(hi - lo, 1.0) * 255.0, 0, 255).astype(np.uint8)
+    out[:, (rgb == -10000).any(axis=0)] = 0
+    return np.moveaxis(out, 0, -1)
+
+
+def corner_quicklook(scene: Path, out: Path, block: int, png: Path) -> dict[str, Any]:
+    """Input / output / quality of a 512 px crop around an intersection of four blocks.
+
+    The intersection is the one with the most reconstructed pixels around it, so the
+    crop shows the model's output, not the kept clear pixels. Input and output share
+    one stretch (2-98 % of the output's clear pixels per channel). Block edges are
+    marked by one-pixel ticks outside the panels (not over the data).
+    """
+    from PIL import Image
+
+    name = DATES["t"]
+    with rasterio.open(out) as src:
+        width, height = src.width, src.height
+        names = [str(d) for d in src.descriptions]
+    quality_path = out.with_name(out.stem + "_quality.tif")
+    half = CORNER_PX // 2
+    corners = [(r, c) for r in range(block, height - half + 1, block)
+               for c in range(block, width - half + 1, block) if r >= half and c >= half]
+    if not corners:
+        raise RuntimeError(f"the scene ({width} px) has no block corner {half} px inside")
+    best, best_count = corners[0], -1
+    with rasterio.open(quality_path) as src:
+        for r, c in corners:
+            q = src.read(1, window=Window(c - half, r - half, CORNER_PX, CORNER_PX))
+            count = int(np.count_nonzero(q == 1))
+            if count > best_count:
+                best, best_count = (r, c), count
+    r, c = best
+    window = Window(c - half, r - half, CORNER_PX, CORNER_PX)
+    rgb_idx = [names.index(b) + 1 for b in ("B04", "B03", "B02")]
+    with rasterio.open(out) as src:
+        output = src.read(rgb_idx, window=window).astype(np.float32)
+    with rasterio.open(quality_path) as src:
+        quality = src.read(1, window=window)
+    bands = []
+    for b in ("B4", "B3", "B2"):
+        with rasterio.open(scene / "S2" / name / f"{name}_FRE_{b}.tif") as src:
+            bands.append(src.read(1, window=window).astype(np.float32))
+    inputs = np.stack(bands)
+    valid = (output != -10000).all(axis=0)
+    # Stretched on the clear pixels when there are some: clouds would wash the ground out.
+    ground = valid & (quality == 0) if (valid & (quality == 0)).any() else valid
+    limits = np.array([np.percentile(output[i][ground], [2.0, 98.0]) for i in range(3)],
+                      dtype=np.float32)
+    colours = np.zeros((CORNER_PX, CORNER_PX, 3), dtype=np.uint8)
+    for value, colour in QUALITY_COLOURS.items():
+        colours[quality == value] = colour
+    panels = [_stretch(inputs, limits), _stretch(output, limits), colours]
+    # A white frame of 8 px around each panel, with black ticks where the block edges are.
+    framed = []
+    for p in panels:
+        f = np.full((CORNER_PX + 16, CORNER_PX + 16, 3), 255, dtype=np.uint8)
+        f[8:-8, 8:-8] = p
+        f[:6, 8 + half] = f[-6:, 8 + half] = 0
+        f[8 + half, :6] = f[8 + half, -6:] = 0
+        framed.append(f)
+    Image.fromarray(np.concatenate(framed, axis=1)).save(png)
+    # Seam check in numbers: the output's jump across the block edges against its jump
+    # one pixel beside them (a seam makes the first larger).
+    out_i = output.astype(np.float64)
+    both = valid[:, half - 1] & valid[:, half]
+    beside = valid[:, half - 2] & valid[:, half - 1]
+    across = np.abs(out_i[:, :, half] - out_i[:, :, half - 1])[:, both].mean()
+    near = np.abs(out_i[:, :, half - 1] - out_i[:, :, half - 2])[:, beside].mean()
+    return {"corner_row_col": [r, c], "reconstructed_pixels_in_crop": best_count,
+            "mean_abs_step_across_vertical_edge_dn": float(across),
+            "mean_abs_step_beside_it_dn": float(near), "png": str(png)}
+
+
+def _markdown(res: dict[str, Any]) -> str:
+    p = res["process"]
+    q = res["quicklook"]
+    rec = p["record"]
+    lines = [
+        f"# Full-tile run: `decloud process multi-temporal` with {MODEL}, "
+        f"{res['size']} x {res['size']} px",
+        "",
+        f"Run {res['date']} at commit `{res['git_commit']}` (decloud source "
+        f"`{res['decloud_source_sha256']}`) on {machine_line(res['machine'])}; load "
+        f"average (1 min) before / after: {res['load_average']['before']} / "
+        f"{res['load_average']['after']}.",
+        "",
+        "Scene: the engine benchmark's (bench_engine.py build_scene: three THEIA S2 dates "
+        "of real-patch mosaics with clouds, S1 VV/VH per date, the real DEM zoomed to "
+        f"30 m), {res['size'] ** 2 / 1e6:.1f} Mpx; scene build {res['scene_seconds']:.0f} s "
+        f"({'reused' if res['scene_reused'] else 'built'}), index build "
+        f"{res['index_seconds']:.0f} s.",
+        "",
+        f"- **Peak RSS of `decloud process multi-temporal`: {p['peak_rss_bytes'] / 1e9:.2f} "
+        "GB** (goal <= 6 GB; /usr/bin/time -v, the whole process with TensorFlow).",
+        f"- Wall {p['seconds']:.0f} s, CPU {p['cpu_seconds']:.0f} s (user + system), "
+        f"{res['size'] ** 2 / 1e6 / p['seconds']:.3f} Mpx/s; inside the engine: wall "
+        f"{rec['timing']['wall_s']:.0f} s, read {rec['timing']['read_s']:.0f} s (summed over "
+        f"reader threads), method {rec['timing']['method_s']:.0f} s; blocks "
+        f"{rec['blocks']} ({rec['parameters']['block_size']} px, margin "
+        f"{rec['parameters']['margin']} px).",
+        f"- Pixels: {rec['pixels']}.",
+        f"- Block corner quicklook `{Path(q['png']).name}` (input / output / quality, "
+        f"{CORNER_PX} px around the corner at row, col {q['corner_row_col']}; ticks mark "
+        f"the block edges): mean |step| across the vertical block edge "
+        f"{q['mean_abs_step_across_vertical_edge_dn']:.1f} DN, one pixel beside it "
+        f"{q['mean_abs_step_beside_it_dn']:.1f} DN.",
+        "",
+        f"Command: `{' '.join(p['command'])}`.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build (or reuse) the scene, index it, process it, look at a block corner."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--size", type=int, default=TILE_PX,
+                        help=f"scene side at 10 m, px (default {TILE_PX}, a full tile)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR,
+                        help="folder of the result files and the quicklook")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the catalog and outputs go (a temporary folder, "
+                             "removed at the end, when not given)")
+    parser.add_argument("--block-size", type=int, default=None,
+                        help="engine block size (the CLI's default when not given)")
+    parser.add_argument("--widen-hours", type=float, default=480.0)
+    args = parser.parse_args(argv)
+    if args.size < 1024 or args.size % 2:
+        parser.error("--size must be even and >= 1024")
+    digest = source_digest()
+    t0 = time.perf_counter()
+    stamp = args.cache / str(args.size) / "scene.json"
+    reused = stamp.is_file()
+    scene = build_scene(args.cache, args.size)
+    scene_s = time.perf_counter() - t0
+    before = load_average()
+    args.out.mkdir(parents=True, exist_ok=True)
+    keep = args.workdir is not None
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-fulltile-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        catalog = work / "catalog"
+        shutil.rmtree(catalog, ignore_errors=True)
+        log("index build ...")
+        index_s, _ = _timed([str(DECLOUD), "index", "build", "--s2-root", str(scene / "S2"),
+                             "--s1-root", str(scene / "S1"), "--dem-root", str(scene / "DEM"),
+                             "--catalog", str(catalog), "--strict"],
+                            work / "index.log")
+        out = work / "out.tif"
+        cmd = [str(DECLOUD), "process", "multi-temporal", "--catalog", str(catalog),
+               "--tile", TILE, "--date", TARGET_DATE, "--model", MODEL, "--allow-untrained",
+               "--seed", str(SEED), "--out", str(out), "--dem",
+               str(scene / "DEM" / f"{TILE}.tif"), "--widen-hours", str(args.widen_hours),
+               "--overwrite"]
+        if args.block_size:
+            cmd += ["--block-size", str(args.block_size)]
+        log(f"process multi-temporal ({args.size} px) ...")
+        seconds, text = _timed(cmd, work / "process.log")
+        record = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+        rss = int(_time_field(text, "Maximum resident set size (kbytes)")) * 1024
+        cpu = _time_field(text, "User time (seconds)") + _time_field(
+            text, "System time (seconds)")
+        log(f"  {seconds:.0f} s, peak RSS {rss / 1e9:.2f} GB; quicklook ...")
+        png = args.out / f"fulltile_{args.size}_corner.png"
+        quick = corner_quicklook(scene, out, int(record["parameters"]["block_size"]), png)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    after = load_average()
+    if source_digest() != digest:
+        digest += "+changed-during-run"
+    res = {
+        "benchmark": "fulltile", "date": now_utc(), "git_commit": git_commit(),
+        "decloud_source_sha256": digest, "machine": machine_info(),
+        "versions": package_versions(("numpy", "rasterio", "decloud", "keras",
+                                      "tensorflow")),
+        "size": args.size, "model": MODEL, "scene_seconds": scene_s, "scene_reused": reused,
+        "index_seconds": index_s, "load_average": {"before": before, "after": after},
+        "goals": {"peak_rss": "<= 6 GB"},
+        "process": {"command": [Path(c).name if i == 0 else c for i, c in enumerate(cmd)],
+                    "seconds": seconds, "cpu_seconds": cpu, "peak_rss_bytes": rss,
+                    "record": {k: record[k] for k in ("timing", "blocks", "pixels",
+                                                      "parameters")}},
+        "quicklook": quick,
+    }
+    paths = write_results(f"fulltile_{args.size}", res, _markdown(res), args.out)
+    log(f"peak RSS {rss / 1e9:.2f} GB, {seconds:.0f} s; results: {paths[0]}, {paths[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
