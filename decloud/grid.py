@@ -521,7 +521,9 @@ def _decode(
     Continuous values end as float32 with NaN at nodata (then ``finish``-ed). The
     pixels are decoded in the source's type and cast by numpy (several times faster
     than GDAL's conversion while decoding), strip by strip with the nodata test and
-    ``finish``, or decoded straight into ``target`` when the types match.
+    ``finish`` (for 16-bit sources with ``finish``, one compiled pass of
+    :mod:`decloud._kernels` instead), or decoded straight into ``target`` when the
+    types match.
 
     Returns:
         The nodata mask of the window when any pixel is nodata and no ``finish`` is
@@ -861,7 +863,7 @@ def _read_upsampled(
     finish: _Finish,
     out: np.ndarray,
 ) -> np.ndarray:
-    """Upsample by an integer factor on a shared lattice into ``out``, in numpy.
+    """Upsample by an integer factor on a shared lattice into ``out``.
 
     Bilinear weights are renormalised over valid neighbours, like GDAL's warper, so a
     pixel next to nodata keeps a value and only pixels with no valid neighbour (or
@@ -872,7 +874,9 @@ def _read_upsampled(
     and k = 2 (20 m onto 10 m) the arithmetic is exact, so it runs as integer-valued
     sums (:func:`_sum_axis`) and only the columns where valid pixels touch nodata are
     redone with renormalised weights (:func:`_fix_nodata_borders`); the result is the
-    same to the bit as the general path's.
+    same to the bit as the general path's. With :mod:`decloud._kernels` built, the
+    16-bit k = 2 bilinear case (Sentinel-2's 20 m bands) runs as one compiled pass per
+    output pixel from the decoded integers, with the same arithmetic and bits.
     """
     col_off = round((dst.transform.c - src_grid.transform.c) / dst.resolution)
     row_off = round((src_grid.transform.f - dst.transform.f) / dst.resolution)
@@ -908,7 +912,7 @@ def _read_upsampled(
         if kind.continuous:
             finish(block)
         return out
-    if _dyadic_exact(k, np.dtype(src.dtypes[indexes[0] - 1])):
+    if _dyadic_exact(k, src_dtype):
         _upsample2_exact(data, missing, rows, cols, finish, block)
         return out
     step = _strip_rows(block, k)

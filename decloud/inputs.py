@@ -256,17 +256,10 @@ class _Reader:
 
     def read_bands(self, key: KeyRequest, factor: int) -> np.ndarray:
         grid, window = self.at(factor, key.name)
-        # Read channels last, the layout of the key arrays: each band is written
-        # straight into its (strided) place, so the encoded array comes out contiguous
-        # in (H, W, C) and the caller's copy of it is a plain copy, not a transpose.
-        last = np.empty((int(window.height), int(window.width), len(key.bands)), np.float32)
-        self.s2(key).read(key.bands, grid, window, pool=self.pool,
-                          out=np.moveaxis(last, -1, 0))
-        missing = np.isnan(last[..., 0])
-        for band in range(1, last.shape[-1]):
-            missing |= np.isnan(last[..., band])
-        self.nodata.setdefault(key.acquisition, []).append((factor, missing))
-        return np.moveaxis(encode_s2(last), -1, 0)
+        reflectance = self.s2(key).read(key.bands, grid, window, pool=self.pool)
+        self.nodata.setdefault(key.acquisition, []).append(
+            (factor, np.isnan(reflectance).any(axis=0)))
+        return encode_s2(reflectance)
 
     def read_mask(self, key: KeyRequest, factor: int) -> np.ndarray:
         grid, window = self.at(factor, key.name)

@@ -668,7 +668,15 @@ class EngineBenchmarkMethod:
     factory: Callable[[Sequence[str], float, tuple[str, ...]], Any]
     min_others: int = 1
 
-    def fits(self, inputs: BenchmarkInputs) -> str | None:  # noqa: D102
+    def fits(self, inputs: BenchmarkInputs) -> str | None:
+        """Why the method cannot run on ``inputs`` (one line), or None when it can.
+
+        Args:
+            inputs: The cut scene and the series around it.
+
+        Returns:
+            None, or the reason: too few other dates, or no common 10 m band.
+        """
         if len(inputs.others) < self.min_others:
             return (f"needs {self.min_others} other date(s) within "
                     f"{inputs.window_days:g} days, the archive has {len(inputs.others)}")
@@ -676,8 +684,18 @@ class EngineBenchmarkMethod:
             return "no 10 m band common to the series"
         return None
 
-    def run(self, inputs: BenchmarkInputs, out: Path, *,  # noqa: D102
+    def run(self, inputs: BenchmarkInputs, out: Path, *,
             composite: CompositeOptions | None) -> Path:
+        """Reconstruct the cut target from the series with the engine.
+
+        Args:
+            inputs: The cut scene and the series around it.
+            out: The output COG.
+            composite: Composite with the target's clear pixels, or raw output (None).
+
+        Returns:
+            ``out``.
+        """
         from decloud.inference.engine import run
         from decloud.keys import day_offset
 
@@ -721,10 +739,20 @@ def reconstruction_benchmark(kind: str) -> EngineBenchmarkMethod:
         kind, lambda acqs, target, bands: cls(acqs, target, bands=bands))
 
 
-#: The weightless gap-filling models of :class:`PatchGapFillBenchmark`, per band set.
-_PATCH_MODELS: dict[tuple[str, ...], Any] = {}
+#: The weightless gap-filling models of :class:`PatchGapFillBenchmark`, per band set and
+#: window (hours).
+_PATCH_MODELS: dict[tuple[tuple[str, ...], int], Any] = {}
 #: The trained models of :class:`ModelMethod`, by resolved path.
 _MODELS: dict[str, Any] = {}
+
+
+def _write_if_changed(path: Path, content: Mapping[str, Any]) -> Path:
+    """Write ``content`` as YAML to ``path`` (atomically) unless it holds it already."""
+    text = yaml.safe_dump(dict(content), sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        with atomic_file(path, overwrite=True) as tmp:
+            tmp.write_text(text)
+    return path
 
 
 @dataclass(frozen=True)
@@ -739,7 +767,15 @@ class PatchGapFillBenchmark:
     patch_size: int = 64
     name: str = "patch_gapfill"
 
-    def fits(self, inputs: BenchmarkInputs) -> str | None:  # noqa: D102
+    def fits(self, inputs: BenchmarkInputs) -> str | None:
+        """Why the method cannot run on ``inputs`` (one line), or None when it can.
+
+        Args:
+            inputs: The cut scene and the series around it.
+
+        Returns:
+            None, or the reason: no date before or none after the target in the window.
+        """
         t = inputs.scene.target.acquired
         before = [p for p in inputs.others if p.acquired < t]
         after = [p for p in inputs.others if p.acquired > t]
@@ -748,33 +784,45 @@ class PatchGapFillBenchmark:
                     f"{inputs.window_days:g} days")
         return None
 
-    def run(self, inputs: BenchmarkInputs, out: Path, *,  # noqa: D102
+    def run(self, inputs: BenchmarkInputs, out: Path, *,
             composite: CompositeOptions | None) -> Path:
+        """Reconstruct the cut target from its clear t-1 and t+1 (weightless model).
+
+        The layout and model config written in ``inputs.workdir`` follow this run's
+        window and bands.
+
+        Args:
+            inputs: The cut scene and the series around it.
+            out: The output COG.
+            composite: Composite with the target's clear pixels, or raw output (None).
+
+        Returns:
+            ``out``.
+        """
         from decloud.processors.multitemporal import MultiTemporalOptions, multitemporal
         from decloud.processors.single_date import load_method
 
         hours = int(inputs.window_days * 24)
-        layout = inputs.workdir / "patch_gapfill_layout.yaml"
-        config = inputs.workdir / "patch_gapfill_model.yaml"
-        if not layout.exists():
-            # GFa-like (CNES AL-CRGA-OS2-GFa): clear t-1 and t+1 (0 % cloud), in the window.
-            layout.write_text(yaml.safe_dump({
-                "name": "benchmark-patch-gapfill",
-                "acquisitions": {
-                    "tm1": {"window_hours": [-hours, -12], "s2": {"cloud": [0, 0]}},
-                    "t": {"reference": True, "s2": {"cloud": [0, 100]}},
-                    "tp1": {"window_hours": [12, hours], "s2": {"cloud": [0, 0]}}},
-                "dem": False}, sort_keys=False))
-            config.write_text(yaml.safe_dump({
-                "name": "patch_gapfill",
-                "network": {"kind": "gapfill", "before": "tm1", "after": "tp1",
-                            "s2_bands": list(inputs.bands)}}, sort_keys=False))
         bands = tuple(inputs.bands)
-        if bands not in _PATCH_MODELS:
-            # One model per band set for the whole benchmark: a new model per scene would
-            # retrace its prediction function every time.
-            _PATCH_MODELS[bands] = load_method(config, untrained=True)
-        method = _PATCH_MODELS[bands]
+        # Both files follow this run's window and bands: an earlier run in the same
+        # workdir (another --window-days or band list) must not leave its own.
+        # GFa-like (CNES AL-CRGA-OS2-GFa): clear t-1 and t+1 (0 % cloud), in the window.
+        layout = _write_if_changed(inputs.workdir / "patch_gapfill_layout.yaml", {
+            "name": "benchmark-patch-gapfill",
+            "acquisitions": {
+                "tm1": {"window_hours": [-hours, -12], "s2": {"cloud": [0, 0]}},
+                "t": {"reference": True, "s2": {"cloud": [0, 100]}},
+                "tp1": {"window_hours": [12, hours], "s2": {"cloud": [0, 0]}}},
+            "dem": False})
+        config = _write_if_changed(inputs.workdir / "patch_gapfill_model.yaml", {
+            "name": "patch_gapfill",
+            "network": {"kind": "gapfill", "before": "tm1", "after": "tp1",
+                        "s2_bands": list(bands)}})
+        if (bands, hours) not in _PATCH_MODELS:
+            # One model per band set and window for the whole benchmark: a new model per
+            # scene would retrace its prediction function every time.
+            _PATCH_MODELS[bands, hours] = load_method(config, untrained=True)
+        method = _PATCH_MODELS[bands, hours]
         scene = inputs.scene
         multitemporal(scene.archive, scene.tile, scene.target.acquired.date(), method, out,
                       MultiTemporalOptions(layout=layout, patch_size=self.patch_size,
@@ -812,7 +860,15 @@ class ModelMethod:
             _MODELS[key] = load_method(self.path)
         return _MODELS[key]
 
-    def fits(self, inputs: BenchmarkInputs) -> str | None:  # noqa: D102
+    def fits(self, inputs: BenchmarkInputs) -> str | None:
+        """Why the model cannot run on ``inputs`` (one line), or None when it can.
+
+        Args:
+            inputs: The cut scene and its archive.
+
+        Returns:
+            None, or the reason: bands, S1 or DEM the archive lacks, or a missing layout.
+        """
         method = self._method()
         need = {b for k in method.input_keys if k.kind in (KeyKind.S2, KeyKind.S2_20M)
                 for b in k.bands}
@@ -830,8 +886,18 @@ class ModelMethod:
             return "a multi-temporal model needs its layout (--layout)"
         return None
 
-    def run(self, inputs: BenchmarkInputs, out: Path, *,  # noqa: D102
+    def run(self, inputs: BenchmarkInputs, out: Path, *,
             composite: CompositeOptions | None) -> Path:
+        """Reconstruct the cut target with the model (single-date or multi-temporal).
+
+        Args:
+            inputs: The cut scene and its archive.
+            out: The output COG.
+            composite: Composite with the target's clear pixels, or raw output (None).
+
+        Returns:
+            ``out``.
+        """
         from decloud.processors.multitemporal import MultiTemporalOptions, multitemporal
         from decloud.processors.single_date import SingleDateOptions, single_date
 
@@ -875,19 +941,18 @@ def register_method(name: str, builder: Callable[[], BenchmarkMethod]) -> None:
 
 
 def read_output(path: Path, bands: Sequence[str]) -> np.ndarray:
-    """An engine output as ``(H, W, C)`` float32 reflectance (NaN nodata), bands in order.
+    """An engine output as ``(H, W, C)`` reflectance (NaN nodata), bands in order.
+
+    Read as every scored raster is (:func:`decloud.evaluation.metrics.read_reflectance`):
+    band names normalised, decloud's encoding decoded, other encodings by their tags.
 
     Raises:
-        EvaluationError: The output lacks one of ``bands``.
+        MissingBandError: The output lacks one of ``bands``.
+        EvaluationError: An integer band of unknown scale.
     """
-    with rasterio.open(path) as src:
-        names = [d or "" for d in src.descriptions]
-        missing = [b for b in bands if b not in names]
-        if missing:
-            raise EvaluationError(f"no band {', '.join(missing)} (it has {names})",
-                                  path=path, field="bands")
-        data = src.read([names.index(b) + 1 for b in bands])
-    return np.moveaxis(decode_s2(data), 0, -1)
+    from decloud.evaluation.metrics import read_reflectance
+
+    return read_reflectance(path, bands)[1]
 
 
 def bucket_of(percent: float) -> str:

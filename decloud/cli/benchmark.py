@@ -70,7 +70,11 @@ def _fill(archive: Archive, tile: str, text: str) -> CutFill:
     if text in ("constant", "nodata"):
         return CutFill(text)  # type: ignore[arg-type]
     if text.startswith("overcast:"):
-        day = datetime.strptime(text.removeprefix("overcast:"), "%Y-%m-%d").date()
+        try:
+            day = datetime.strptime(text.removeprefix("overcast:"), "%Y-%m-%d").date()
+        except ValueError as err:  # a usage error, not a traceback
+            raise click.BadParameter(f"{text!r}: overcast:YYYY-MM-DD takes a real date "
+                                     f"({err})", param_hint="--fill") from err
         return CutFill("overcast", archive.find_s2(tile, day))
     raise click.BadParameter(f"{text!r}: constant, nodata or overcast:YYYY-MM-DD",
                              param_hint="--fill")

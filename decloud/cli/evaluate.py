@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from decloud.errors import GridError, OutputExistsError
-from decloud.grid import Grid
+from decloud.errors import OutputExistsError
 
 __all__ = ["evaluate"]
 
@@ -54,7 +53,7 @@ def evaluate(pred: Path, ref: Path, mask: Path | None, quality: Path | None,
     and a self-contained evaluation.html, each atomically.
     """
     from decloud.evaluation.metrics import score_rasters
-    from decloud.evaluation.report import evaluation_report
+    from decloud.evaluation.report import check_cloudy_input, evaluation_report
     from decloud.writers import atomic_file
 
     out_dir = out_dir or pred.with_name(f"{pred.stem}_evaluation")
@@ -68,9 +67,8 @@ def evaluate(pred: Path, ref: Path, mask: Path | None, quality: Path | None,
     if mask is None and quality is None and engine_quality.exists():
         click.echo(f"(only region 'all': pass --quality {engine_quality} to split "
                    "reconstructed and clear pixels)", err=True)
-    if cloudy is not None and Grid.from_raster(cloudy) != Grid.from_raster(pred):
-        raise GridError("the cloudy input is not on the prediction's grid", path=cloudy,
-                        field="grid")
+    if cloudy is not None:  # before scoring: nothing is written for a bad input
+        check_cloudy_input(cloudy, pred)
     scores = score_rasters(pred, ref, mask=mask, quality=quality, bands=_bands(bands),
                            block=block, data_range=data_range)
     inputs = {"prediction": str(pred), "reference": str(ref),

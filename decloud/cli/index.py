@@ -37,6 +37,12 @@ _STRICT = click.option("--strict", is_flag=True,
                             "others are indexed all the same).")
 
 
+def _journal(catalog: Catalog) -> None:
+    # WAL on a local disk is the usual case; anything else is worth a line.
+    if catalog.journal_mode != "wal":
+        click.echo(f"catalog journal: {catalog.journal_mode} ({catalog.journal_reason})")
+
+
 _JOURNAL = click.option(
     "--journal-mode", type=click.Choice(["auto", "wal", "delete"]), default="auto",
     show_default=True,
@@ -65,7 +71,7 @@ def build(archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
     """
     archive = archive_from_options(archive_root, s2_root, s1_root, dem_root, check_files=True)
     with Catalog.create(folder, patch_size=patch_size, journal_mode=journal_mode) as catalog:
-        click.echo(f"catalog journal: {catalog.journal_mode} ({catalog.journal_reason})")
+        _journal(catalog)
         _report(catalog.add(archive, workers=workers, progress=True), catalog, strict=strict)
 
 
@@ -84,7 +90,7 @@ def add(archive_root: Path | None, s2_root: Path | None, s1_root: Path | None,
     """Add the products of an archive that the catalog does not hold yet."""
     archive = archive_from_options(archive_root, s2_root, s1_root, dem_root, check_files=True)
     with Catalog.open(folder, journal_mode=journal_mode) as catalog:
-        click.echo(f"catalog journal: {catalog.journal_mode} ({catalog.journal_reason})")
+        _journal(catalog)
         _report(catalog.add(archive, workers=workers, progress=True), catalog, strict=strict)
 
 

@@ -91,20 +91,6 @@ class Execution:
         """Whether the dates run on Dask (else sequentially in this process)."""
         return bool(self.workers or self.scheduler or self.cluster_config or self.gpus)
 
-    def describe(self) -> str:
-        """Where the run goes, in words (for messages)."""
-        if self.scheduler:
-            return f"Dask scheduler {self.scheduler}"
-        if self.cluster_config:
-            return f"cluster {self.cluster_config}" + (f" ({self.workers} workers)"
-                                                       if self.workers else "")
-        if self.gpus:
-            return f"local cluster of {self.workers or 'all'} GPU workers"
-        if self.workers:
-            return (f"local cluster of {self.workers} worker processes x "
-                    f"{self.threads_per_worker} threads")
-        return "this process"
-
 
 @contextlib.contextmanager
 def open_client(execution: Execution) -> Iterator[Any]:

@@ -479,9 +479,34 @@ def _band_names(src: Any) -> list[str]:
             for i, d in enumerate(src.descriptions)]
 
 
+def _is_decloud_encoding(src: Any) -> bool:
+    """Whether ``src`` is in decloud's own encoding: int16 x 10000, nodata -10000."""
+    return bool(src.dtypes[0] == "int16" and src.nodata == S2_NODATA)
+
+
+def _check_encoding(src: Any, path: Path, indexes: Sequence[int]) -> None:
+    """Refuse integer bands whose reflectance scale is unknown.
+
+    Raw digital numbers (a uint16 L2A band without scale tags, say) scored against a
+    data range of 1 give meaningless PSNR and SSIM, so they are an error, not a guess.
+    """
+    if _is_decloud_encoding(src):
+        return
+    for i in indexes:
+        if not np.issubdtype(np.dtype(src.dtypes[i - 1]), np.integer):
+            continue
+        if src.scales[i - 1] == 1 and src.offsets[i - 1] == 0:
+            raise EvaluationError(
+                f"band {i} is {src.dtypes[i - 1]} without a scale tag and not decloud's "
+                f"int16 encoding (nodata {S2_NODATA}): its reflectance is unknown (give "
+                f"float reflectance, or set the band's scale and offset)",
+                path=path, field="scale")
+
+
 def _select(src: Any, path: Path, bands: Sequence[str] | None) -> _Source:
     names = _band_names(src)
     if bands is None:
+        _check_encoding(src, path, range(1, src.count + 1))
         return _Source(path, tuple(range(1, src.count + 1)), tuple(names))
     indexes = []
     for band in bands:
@@ -490,6 +515,7 @@ def _select(src: Any, path: Path, bands: Sequence[str] | None) -> _Source:
             raise MissingBandError(f"no band {band!r} (bands: {', '.join(names)})",
                                    path=path, field=band)
         indexes.append(names.index(name) + 1)
+    _check_encoding(src, path, indexes)
     return _Source(path, tuple(indexes), tuple(normalize_band_name(b) for b in bands))
 
 
@@ -498,12 +524,13 @@ def _read_reflectance(src: Any, source: _Source, window: Window | None = None,
     """``(h, w, C)`` float reflectance, NaN nodata, of a window (or all, decimated).
 
     decloud's int16 encoding (nodata -10000) is decoded as :func:`decloud.keys.decode_s2`;
-    any other raster is read as is, its nodata as NaN, with its scales and offsets.
+    any other raster (float, or integer with scale tags: :func:`_check_encoding`) is
+    read as is, its nodata as NaN, with its scales and offsets.
     """
     shape = None if out_shape is None else (len(source.indexes), *out_shape)
     data = src.read(list(source.indexes), window=window, out_shape=shape,
                     resampling=Resampling.nearest)
-    if data.dtype == np.int16 and src.nodata == S2_NODATA:
+    if _is_decloud_encoding(src):
         out = decode_s2(data)
     else:
         out = data.astype(np.float64)
@@ -531,6 +558,7 @@ def read_reflectance(path: str | os.PathLike[str], bands: Sequence[str] | None =
 
     Raises:
         MissingBandError: A requested band is missing.
+        EvaluationError: An integer band of unknown scale (field ``scale``).
     """
     path = Path(path)
     with open_raster(path) as src:
@@ -592,7 +620,8 @@ def score_rasters(pred: str | Path, ref: str | Path, *, mask: str | Path | None 
 
     Raises:
         GridError: A raster is not on the prediction's grid.
-        EvaluationError: The bands differ, or both a mask and a quality layer are given.
+        EvaluationError: The bands differ, an integer band has an unknown scale, or
+            both a mask and a quality layer are given.
         MissingBandError: A requested band is missing from a raster.
         ArgumentError: A block size that is not positive.
     """

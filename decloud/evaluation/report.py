@@ -57,6 +57,7 @@ __all__ = [
     "Section",
     "TableSection",
     "TextSection",
+    "check_cloudy_input",
     "error_panel",
     "evaluation_report",
     "metrics_figure",
@@ -386,6 +387,17 @@ def metrics_figure(scores: Scores, kind: str = "mae") -> Figure:
     return fig
 
 
+def check_cloudy_input(cloudy: str | os.PathLike[str], pred: str | os.PathLike[str]) -> None:
+    """Refuse a cloudy input that is not on the prediction's grid.
+
+    Raises:
+        GridError: The grids differ (naming ``cloudy``, field ``grid``).
+    """
+    if Grid.from_raster(cloudy) != Grid.from_raster(pred):
+        raise GridError("the cloudy input is not on the prediction's grid", path=cloudy,
+                        field="grid")
+
+
 def evaluation_report(path: str | os.PathLike[str], scores: Scores, pred: str | os.PathLike[str],
                       ref: str | os.PathLike[str], *, mask: str | os.PathLike[str] | None = None,
                       quality: str | os.PathLike[str] | None = None,
@@ -408,9 +420,14 @@ def evaluation_report(path: str | os.PathLike[str], scores: Scores, pred: str | 
         cloudy: The cloudy input the prediction was made from, shown first.
         size: Longest side of the quicklooks, px.
         overwrite: Replace an existing report.
+
+    Raises:
+        GridError: ``cloudy`` is not on the prediction's grid (:func:`check_cloudy_input`).
     """
     from decloud.evaluation.metrics import read_layer, read_reflectance
 
+    if cloudy is not None:
+        check_cloudy_input(cloudy, pred)
     rgb = ("B04", "B03", "B02")
     _, p = read_reflectance(pred, scores.bands, size=size)
     _, r = read_reflectance(ref, scores.bands, size=size)
@@ -419,9 +436,6 @@ def evaluation_report(path: str | os.PathLike[str], scores: Scores, pred: str | 
         idx = [scores.bands.index(b) for b in rgb]
         images = {"prediction": p[..., idx], "reference": r[..., idx]}
         if cloudy is not None:
-            if Grid.from_raster(cloudy) != Grid.from_raster(pred):
-                raise GridError("the cloudy input is not on the prediction's grid",
-                                path=cloudy, field="grid")
             images = {"cloudy input": read_reflectance(cloudy, rgb, size=size)[1], **images}
         panels += true_colour_panels(images, stretch_from="reference")
     panels.append(error_panel("prediction - reference", p, r))

@@ -7,9 +7,10 @@ image (a VV/VH pair or stack) or a DEM. Readers are small subclasses registered 
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -339,29 +340,54 @@ class S2Product(Product):
 _PRIORITY = (MaskClass.SHADOW, MaskClass.CIRRUS, MaskClass.CLOUD, MaskClass.NODATA)
 
 
-def _apply(raw: np.ndarray, hits: Callable[[np.ndarray, MaskClass], np.ndarray]) -> np.ndarray:
+#: A mask translation: per class of _PRIORITY, the raster values (or bit numbers).
+_Spec = tuple[tuple[int, ...], ...]
+
+
+def _hits(values: np.ndarray, bits: bool, entry: tuple[int, ...]) -> np.ndarray:
+    """Where ``values`` hold one of ``entry``'s values, or (``bits``) any of its bits."""
+    if bits:
+        flags = sum(1 << b for b in entry)
+        return np.asarray((values.astype(np.int64) & flags) != 0)
+    return np.isin(values, list(entry))
+
+
+@functools.lru_cache(maxsize=64)
+def _lookup(dtype: str, bits: bool, spec: _Spec) -> np.ndarray:
+    """Class of every value of an 8- or 16-bit type, by priority (cached, read-only).
+
+    Built once per mask type and table: a product's mask is read window after window.
+    """
+    values = np.arange(np.iinfo(dtype).max + 1, dtype=dtype)
+    lut = np.zeros(values.shape, np.uint8)
+    for cls, entry in zip(_PRIORITY, spec, strict=True):
+        lut[_hits(values, bits, entry)] = cls
+    lut.flags.writeable = False
+    return lut
+
+
+def _apply(raw: np.ndarray, bits: bool, spec: _Spec) -> np.ndarray:
     """Class layer by priority; through a lookup table for 8- and 16-bit masks (fast)."""
     if raw.dtype in (np.uint8, np.uint16):
-        values = np.arange(np.iinfo(raw.dtype).max + 1, dtype=raw.dtype)
-        lut = np.zeros(values.shape, np.uint8)
-        for cls in _PRIORITY:
-            lut[hits(values, cls)] = cls
-        return lut[raw]
+        return _lookup(raw.dtype.str, bits, spec)[raw]
     layer = np.zeros(raw.shape, dtype=np.uint8)
-    for cls in _PRIORITY:
-        layer[hits(raw, cls)] = cls
+    for cls, entry in zip(_PRIORITY, spec, strict=True):
+        layer[_hits(raw, bits, entry)] = cls
     return layer
+
+
+def _spec(table: Mapping[MaskClass, Sequence[int]]) -> _Spec:
+    return tuple(tuple(int(v) for v in table.get(cls, ())) for cls in _PRIORITY)
 
 
 def classes_from_values(raw: np.ndarray, table: Mapping[MaskClass, Sequence[int]]) -> np.ndarray:
     """Map the integer classes of a mask raster to a MaskClass layer, by priority."""
-    return _apply(raw, lambda v, cls: np.isin(v, list(table.get(cls, ()))))
+    return _apply(raw, False, _spec(table))
 
 
 def classes_from_bits(raw: np.ndarray, table: Mapping[MaskClass, Sequence[int]]) -> np.ndarray:
     """Map the bit flags of a mask raster to a MaskClass layer, by priority."""
-    flags = {cls: sum(1 << b for b in table.get(cls, ())) for cls in _PRIORITY}
-    return _apply(raw, lambda v, cls: (v.astype(np.int64) & flags[cls]) != 0)
+    return _apply(raw, True, _spec(table))
 
 
 def read_mask(mask: MaskFile, grid: Grid, window: Window | None,

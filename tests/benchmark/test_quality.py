@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
+import yaml
+from rasterio.transform import from_origin
 
 from decloud.archive import Archive
 from decloud.benchmark.quality import (
@@ -19,11 +24,13 @@ from decloud.benchmark.quality import (
     BenchmarkInputs,
     CutFill,
     CutMask,
+    PatchGapFillBenchmark,
     QualityOptions,
     bucket_of,
     cut_mask,
     goal_check,
     masks_from_csmask,
+    read_output,
     register_method,
     run_quality,
     score_scene,
@@ -31,10 +38,10 @@ from decloud.benchmark.quality import (
     write_cut_archive,
     write_quality_outputs,
 )
-from decloud.constants import MaskClass
-from decloud.errors import CloudyReferenceError, InferenceError
+from decloud.constants import S2_NODATA, MaskClass
+from decloud.errors import CloudyReferenceError, EvaluationError, InferenceError
 from decloud.inference.composite import CompositeOptions
-from decloud.keys import decode_s2
+from decloud.keys import decode_s2, encode_s2
 from tests.conftest import ARCHIVE, DATA
 
 TILE = "T33TVM"
@@ -254,6 +261,21 @@ def test_cli_writes_the_report_and_refuses_a_cloudy_reference(tmp_path: Path) ->
     assert "CloudyReferenceError" in refused.output and "100.0 % cloud" in refused.output
 
 
+def test_cli_refuses_a_fill_date_that_does_not_exist(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from decloud.cli.main import cli
+
+    result = CliRunner().invoke(cli, [
+        "benchmark", "quality", "--archive", str(ARCHIVE), "--tile", TILE,
+        "--no-archive-cuts", "--csmask", str(DATA / "csmask_cloudy.npz"),
+        "--csmask-count", "1", "--method", "nearest", "--reference", "2015-08-30",
+        "--fill", "overcast:2023-13-01", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --fill" in result.output and "2023-13-01" in result.output
+    assert not isinstance(result.exception, ValueError)
+
+
 def test_a_safe_archive_works_too(archive: Archive, tmp_path: Path) -> None:
     # Belgium, T31UFS: SAFE L2A with B04/B08 only at 10 m and a real SCL; 04-05 is not
     # clear enough by its SCL, 04-15 is.
@@ -294,3 +316,67 @@ def test_patch_gapfill_equals_per_pixel_interpolation_between_clear_dates(
     assert inside.any()
     np.testing.assert_allclose(seen["patch_gapfill+composite"][inside],
                                seen["gapfill+composite"][inside], atol=1.01e-4)
+
+
+def test_patch_gapfill_files_and_model_follow_each_runs_window_and_bands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import decloud.benchmark.quality as quality
+    import decloud.processors.multitemporal as multitemporal
+    import decloud.processors.single_date as single_date
+
+    loaded: list[Any] = []
+    runs: list[tuple[Any, Any]] = []
+
+    def load_method(config: Path, untrained: bool) -> object:
+        loaded.append(yaml.safe_load(Path(config).read_text())["network"]["s2_bands"])
+        return object()
+
+    def run(archive: Any, tile: str, day: date, method: Any, out: Path,
+            options: Any) -> None:
+        layout = yaml.safe_load(Path(options.layout).read_text())
+        runs.append((layout["acquisitions"]["tp1"]["window_hours"], method))
+
+    monkeypatch.setattr(single_date, "load_method", load_method)
+    monkeypatch.setattr(multitemporal, "multitemporal", run)
+    monkeypatch.setattr(quality, "_PATCH_MODELS", {})
+    target = SimpleNamespace(acquired=datetime(2015, 8, 30), path=tmp_path / "t")
+    cases = [(10, ("B04", "B03")), (20, ("B04", "B03")), (20, ("B04",)),
+             (10, ("B04", "B03")), (10, ("B04", "B03"))]
+    inodes = []
+    for days, bands in cases:
+        scene = SimpleNamespace(archive=None, tile=TILE, target=target, bands=bands)
+        inputs = BenchmarkInputs(scene, (), days, tmp_path)  # type: ignore[arg-type]
+        PatchGapFillBenchmark().run(inputs, tmp_path / "out.tif", composite=None)
+        inodes.append((tmp_path / "patch_gapfill_layout.yaml").stat().st_ino)
+    # Each run reads its own window; a model per (bands, window), loaded once.
+    assert [hours for hours, _ in runs] == [[12, 240], [12, 480], [12, 480], [12, 240],
+                                            [12, 240]]
+    assert loaded == [["B04", "B03"], ["B04", "B03"], ["B04"]]
+    assert runs[3][1] is runs[0][1] is runs[4][1] and runs[1][1] is not runs[0][1]
+    # Unchanged content is not rewritten; no temporary file is left behind.
+    assert inodes[4] == inodes[3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "patch_gapfill_layout.yaml", "patch_gapfill_model.yaml"]
+
+
+def test_read_output_reads_as_the_metrics_do(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    data = rng.uniform(0, 0.5, (2, 6, 5)).astype(np.float32)
+    data[0, 1, 2] = np.nan
+
+    def write(path: Path, values: np.ndarray, dtype: str, nodata: float) -> Path:
+        with rasterio.open(path, "w", driver="GTiff", width=5, height=6, count=2,
+                           dtype=dtype, nodata=nodata, crs="EPSG:32633",
+                           transform=from_origin(0, 0, 10, 10)) as dst:
+            dst.write(values)
+            dst.descriptions = ("B4", "B3")  # short names: the same bands as B04, B03
+        return path
+
+    out = write(tmp_path / "out.tif", encode_s2(data), "int16", S2_NODATA)
+    got = read_output(out, ["B03", "B04"])
+    np.testing.assert_array_equal(got, np.moveaxis(decode_s2(encode_s2(data)), 0, -1)[
+        ..., ::-1])
+    raw = write(tmp_path / "raw.tif", np.nan_to_num(data * 10000).astype(np.uint16),
+                "uint16", 0)
+    with pytest.raises(EvaluationError, match=r"raw\.tif \[scale\]"):
+        read_output(raw, ["B04"])

@@ -86,6 +86,29 @@ def test_mismatched_inputs_are_refused_naming_the_file(tmp_path: Path) -> None:
     assert not (tmp_path / "shifted_evaluation").exists()
 
 
+def test_the_cloudy_input_is_checked_by_the_library_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import decloud.evaluation.report as report
+
+    p_path, r_path, *_ = _raster_case(tmp_path)
+    with rasterio.open(r_path) as src:
+        data = np.moveaxis(src.read(), 0, -1)
+    shifted = _write(tmp_path / "shifted.tif", data, ["B04", "B03", "B02"],
+                     transform=from_origin(600020, 5000000, 10, 10))
+    calls: list[tuple[Path, Path]] = []
+    check = report.check_cloudy_input
+
+    def spy(cloudy: Path, pred: Path) -> None:
+        calls.append((Path(cloudy), Path(pred)))
+        check(cloudy, pred)
+
+    monkeypatch.setattr(report, "check_cloudy_input", spy)
+    code, text = run("evaluate", p_path, r_path, "--input", shifted, "--bands", "B04",
+                     "--out", tmp_path / "e")
+    assert code == 1 and "GridError" in text and "shifted.tif [grid]" in text
+    assert calls == [(shifted, p_path)] and not (tmp_path / "e").exists()
+
+
 def test_an_earlier_evaluation_is_kept_unless_overwritten(tmp_path: Path) -> None:
     p_path, r_path, *_ = _raster_case(tmp_path)
     code, _ = run("evaluate", p_path, r_path)

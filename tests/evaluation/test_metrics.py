@@ -22,6 +22,7 @@ from decloud.evaluation.metrics import (
     Metrics,
     ScoreAccumulator,
     Scores,
+    read_reflectance,
     regions_from_mask,
     regions_from_quality,
     score_arrays,
@@ -372,6 +373,31 @@ def test_rasters_on_other_grids_or_bands_are_refused(tmp_path: Path) -> None:
     assert s.bands == ("B03", "B02")
     with pytest.raises(EvaluationError, match="not both"):
         score_rasters(p_path, r_path, mask=m_path, quality=m_path)
+
+
+def test_integer_rasters_of_unknown_scale_are_refused(tmp_path: Path) -> None:
+    p_path, _, _, _, pred, _, _ = _raster_case(tmp_path)
+    bands = ["B04", "B03", "B02"]
+    # A uint16 L2A-like reference (DN = 10000 x reflectance + offset) without scale tags.
+    assert np.nanmin(pred) > -1 and np.nanmax(pred) < 5  # the DN fit in uint16, never 0
+    dn = np.where(np.isnan(pred), 0, np.rint(pred * 10000) + 10000).astype(np.uint16)
+    raw = _write(tmp_path / "raw.tif", dn, bands, dtype="uint16", nodata=0)
+    with pytest.raises(EvaluationError, match=r"raw\.tif \[scale\].*uint16"):
+        score_rasters(p_path, raw)
+    with pytest.raises(EvaluationError, match=r"raw\.tif \[scale\]"):
+        read_reflectance(raw, ["B04"])
+    # int16 with another nodata is not decloud's encoding either.
+    other = _write(tmp_path / "other.tif", encode_s2(pred), bands, nodata=None)
+    with pytest.raises(EvaluationError, match=r"other\.tif \[scale\].*int16"):
+        score_rasters(p_path, other)
+    # With its scale and offset tagged, the same raster reads as the reflectance.
+    with rasterio.open(raw, "r+") as dst:
+        dst.scales = [1e-4] * 3
+        dst.offsets = [-1.0] * 3
+    names, got = read_reflectance(raw)
+    assert names == tuple(bands)
+    np.testing.assert_allclose(got, pred, atol=1e-7)
+    _assert_same(score_rasters(p_path, raw), score_arrays(pred, got, bands=bands))
 
 
 def test_float_rasters_are_read_with_their_nodata(tmp_path: Path) -> None:
