@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test test-fast lint typecheck unit bench fixtures clean
 
-$(STAMP): setup.cfg pyproject.toml
+# setup.py and the C file too: an edited decloud/_kernels.c is rebuilt by the install.
+$(STAMP): setup.cfg pyproject.toml setup.py decloud/_kernels.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -922,7 +922,7 @@ def _versions() -> dict[str, str]:
     import decloud.grid
 
     # Without them (no C compiler at install) decloud reads through numpy: same bits, slower.
-    versions["decloud compiled loops"] = "built" if decloud.grid._kernels else "NOT BUILT"
+    versions["decloud compiled loops"] = "built" if decloud.grid.COMPILED_LOOPS else "NOT BUILT"
     return versions
 
 

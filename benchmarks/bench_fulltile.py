@@ -104,8 +104,8 @@ def _stretch(rgb: np.ndarray, limits: np.ndarray) -> np.ndarray:
 def corner_quicklook(scene: Path, out: Path, block: int, png: Path) -> dict[str, Any]:
     """Input / output / output under clouds / quality of a 512 px crop at a block corner.
 
-    The intersection is the one with the most reconstructed pixels around it, so the
-    crop shows the model's output, not the kept clear pixels. Input and output share
+    The intersection is the one with the most pixels reconstructed under clouds around
+    it, so the crop shows the model's output, not the kept clear pixels. Input and output share
     one stretch (2-98 % of the output's clear pixels per channel); the third panel is
     the output stretched on its reconstructed pixels. Block edges are
     marked by one-pixel ticks outside the panels (not over the data).
@@ -123,10 +123,14 @@ def corner_quicklook(scene: Path, out: Path, block: int, png: Path) -> dict[str,
     if not corners:
         raise RuntimeError(f"the scene ({width} px) has no block corner {half} px inside")
     best, best_count = corners[0], -1
-    with rasterio.open(quality_path) as src:
+    # Reconstructed under the date's clouds (the target has values there), not in its
+    # nodata, where the output comes from S1 alone.
+    with rasterio.open(quality_path) as src, rasterio.open(
+            scene / "S2" / name / f"{name}_FRE_B4.tif") as red:
         for r, c in corners:
-            q = src.read(1, window=Window(c - half, r - half, CORNER_PX, CORNER_PX))
-            count = int(np.count_nonzero(q == 1))
+            crop = Window(c - half, r - half, CORNER_PX, CORNER_PX)
+            q = src.read(1, window=crop)
+            count = int(np.count_nonzero((q == 1) & (red.read(1, window=crop) != red.nodata)))
             if count > best_count:
                 best, best_count = (r, c), count
     r, c = best

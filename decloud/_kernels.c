@@ -17,7 +17,8 @@
  *     columns col_index[c] and the next, the next one weighing 3/4 when *_far is 1.
  *
  * src: int16 or uint16, 2-D, any strides; out: float32, 2-D, any strides; the index
- * arrays: contiguous int32 (indexes) and uint8 (flags). The GIL is released.
+ * arrays: contiguous int32 (indexes) and uint8 (flags); nodata, when has_nodata, a value
+ * of src's type (ValueError otherwise). The GIL is released.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -61,6 +62,19 @@ static int take1d(PyObject *obj, Buf *b, char format, Py_ssize_t length, const c
         b->view.shape[0] != length) {
         PyErr_Format(PyExc_TypeError, "%s must be a contiguous 1-D array of '%c', length %zd",
                      what, format, length);
+        return -1;
+    }
+    return 0;
+}
+
+/* nodata must be a value of the source type: a cast would wrap it (-1 as uint16 is
+   65535) and the two functions, which compare in the source type and in int32, would
+   then disagree. */
+static int check_nodata(char kind, long long nodata, int has_nodata) {
+    long long lo = kind == 'h' ? INT16_MIN : 0, hi = kind == 'h' ? INT16_MAX : UINT16_MAX;
+    if (has_nodata && (nodata < lo || nodata > hi)) {
+        PyErr_Format(PyExc_ValueError, "nodata %lld is not a value of the source type '%c'",
+                     nodata, kind);
         return -1;
     }
     return 0;
@@ -128,6 +142,7 @@ static PyObject *scale_nodata(PyObject *self, PyObject *args) {
     }
     int apply_offset = offset != 0.0f;
     char kind = src.view.format[strlen(src.view.format) - 1];
+    if (check_nodata(kind, nodata, has_nodata) < 0) goto fail;
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'h') {
         SCALE_LOOP(int16_t)
@@ -273,6 +288,8 @@ static PyObject *upsample2(PyObject *self, PyObject *args) {
     Py_ssize_t h = out.view.shape[0], w = out.view.shape[1];
     if (take1d(ri_obj, &ri, 'i', h, "row_index") < 0 || take1d(rf_obj, &rf, 'B', h, "row_far") < 0 ||
         take1d(ci_obj, &ci, 'i', w, "col_index") < 0 || take1d(cf_obj, &cf, 'B', w, "col_far") < 0)
+        goto fail;
+    if (check_nodata(src.view.format[strlen(src.view.format) - 1], nodata, has_nodata) < 0)
         goto fail;
     const int32_t *ridx = ri.view.buf, *cidx = ci.view.buf;
     const uint8_t *rfar = rf.view.buf, *cfar = cf.view.buf;

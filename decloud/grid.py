@@ -10,6 +10,7 @@ streaming a full tile window by window gives the same result as warping it whole
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import threading
 import warnings
@@ -46,12 +47,18 @@ from decloud.windows import round_up
 
 try:  # the compiled loops (setup.py); without them the numpy path gives the same bits
     from decloud import _kernels as _compiled
-except ImportError:  # installed without a C compiler
+except ImportError as exc:  # installed without a C compiler
     _compiled = None  # type: ignore[assignment]
+    # Once, at import: same results, slower reads (run records say so, COMPILED_LOOPS).
+    logging.getLogger(__name__).debug("decloud._kernels not built (%s): numpy read loops", exc)
 #: The compiled loops of decloud/_kernels.c, or None (tests set it to None as well).
 _kernels: Any = _compiled
+#: Whether reads use the compiled loops of decloud/_kernels.c (False: the numpy path,
+#: same bits, slower); run records and benchmarks record it.
+COMPILED_LOOPS: bool = _compiled is not None
 
 __all__ = [
+    "COMPILED_LOOPS",
     "Grid",
     "RasterKind",
     "RasterPool",

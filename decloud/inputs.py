@@ -48,10 +48,10 @@ from typing import Protocol
 import numpy as np
 from rasterio.windows import Window
 
-from decloud.constants import DEM_NODATA, S1_POLARISATIONS, MaskClass
+from decloud.constants import DEM_NODATA, S1_POLARISATIONS, S2_NODATA, S2_SCALE, MaskClass
 from decloud.env import ensure_env
 from decloud.errors import InputError, KeyGrammarError, WindowAlignmentError
-from decloud.grid import Grid, RasterPool
+from decloud.grid import Grid, RasterKind, RasterPool, read_on_grid
 from decloud.keys import (
     KINDS,
     KeyKind,
@@ -62,6 +62,9 @@ from decloud.keys import (
 )
 from decloud.products import Dem, S1Product, S2Product
 from decloud.products.dem import DemPolicy
+
+#: The DN scale of products that store the s2 key encoding (THEIA): 1 / S2_SCALE.
+_S2_DN_SCALE = 1 / S2_SCALE
 
 __all__ = [
     "AcquisitionProducts",
@@ -256,10 +259,48 @@ class _Reader:
 
     def read_bands(self, key: KeyRequest, factor: int) -> np.ndarray:
         grid, window = self.at(factor, key.name)
-        reflectance = self.s2(key).read(key.bands, grid, window, pool=self.pool)
+        product = self.s2(key)
+        encoded = self.read_encoded(product, key.bands, grid, window)
+        if encoded is not None:
+            self.nodata.setdefault(key.acquisition, []).append(
+                (factor, (encoded == S2_NODATA).any(axis=0)))
+            return encoded
+        reflectance = product.read(key.bands, grid, window, pool=self.pool)
         self.nodata.setdefault(key.acquisition, []).append(
             (factor, np.isnan(reflectance).any(axis=0)))
         return encode_s2(reflectance)
+
+    def read_encoded(self, product: S2Product, bands: Sequence[str], grid: Grid,
+                     window: Window) -> np.ndarray | None:
+        """The bands' stored integers as they are, when they already are the s2 encoding.
+
+        THEIA stores int16 reflectance x 10000 with nodata -10000, the keys' encoding:
+        on an aligned grid (no resampling) decoding to float32 and encoding back gives
+        the stored integers again (tested over every int16 value), but for values
+        below the nodata, which the encoding clips to -9999. Reading them straight
+        skips two float passes. None when a band is stored otherwise or needs
+        resampling (or no pool keeps the files open): the float path then.
+        """
+        if self.pool is None:
+            return None
+        files = [product.band(b) for b in bands]
+        if any(bf.scale != _S2_DN_SCALE or bf.offset != 0.0 for bf in files):
+            return None
+        sources = [self.pool.get(bf.path) for bf in files]
+        target = grid.subgrid(window)
+        for bf, src in zip(files, sources, strict=True):
+            nodata = src.nodata if src.nodata is not None else bf.nodata
+            if (src.dtypes[bf.index - 1] != "int16" or nodata != S2_NODATA
+                    or not Grid.from_dataset(src).is_aligned_with(target)):
+                return None
+        out = np.empty((len(files), target.height, target.width), np.int16)
+        for i, (bf, src) in enumerate(zip(files, sources, strict=True)):
+            # As a mask: the integers as stored, S2_NODATA outside the source.
+            read_on_grid(src, grid, window, indexes=(bf.index,), kind=RasterKind.MASK,
+                         fill=S2_NODATA, out=out[i : i + 1])
+        if out.min(initial=0) < S2_NODATA:  # rare: below nodata clips to nodata + 1
+            np.copyto(out, np.int16(S2_NODATA + 1), where=out < S2_NODATA)
+        return out
 
     def read_mask(self, key: KeyRequest, factor: int) -> np.ndarray:
         grid, window = self.at(factor, key.name)

@@ -327,3 +327,84 @@ def test_refusals() -> None:
                     products, grid, Window(0, 0, 8, 8))
     with pytest.raises(KeyGrammarError):
         InputKey.of("s2_t_x")
+
+
+def test_stored_integers_are_their_s2_encoding_for_every_int16(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reason the reader may skip the float round trip of THEIA-stored bands.
+
+    Every int16 value, decoded as THEIA's reflectance (x 1/10000, nodata -10000, through
+    the compiled loops and the numpy path) and encoded back, is itself, but for values
+    below the nodata, which encode as -9999.
+    """
+    import decloud.grid
+    from decloud.grid import RasterKind, read_on_grid
+
+    values = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16).reshape(256, 256)
+    grid = Grid("EPSG:32633", rasterio.Affine(10, 0, 400000, 0, -10, 5000000), 256, 256)
+    path = tmp_path / "all.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=256, height=256, count=1,
+                       dtype="int16", crs=grid.crs, transform=grid.transform,
+                       nodata=S2_NODATA) as dst:
+        dst.write(values, 1)
+    expected = np.where(values < S2_NODATA, S2_NODATA + 1, values)
+    stored = read_on_grid(path, grid, kind=RasterKind.MASK)[0]
+    np.testing.assert_array_equal(stored, values)
+    for kernels in (decloud.grid._kernels, None):
+        monkeypatch.setattr(decloud.grid, "_kernels", kernels)
+        reflectance = read_on_grid(path, grid, scale=1 / 10000)[0]
+        np.testing.assert_array_equal(encode_s2(reflectance), expected)
+
+
+@pytest.fixture
+def dn_values(tmp_path: Path) -> S2Product:
+    """A copy of a real THEIA product whose B02 and B11 hold random int16 DN.
+
+    With the edge cases of the encoding: below the nodata, the nodata, just above it,
+    the int16 extremes.
+    """
+    copy = tmp_path / THEIA.name
+    shutil.copytree(THEIA, copy)
+    product = _s2(copy)
+    rng = np.random.default_rng(3)
+    special = np.array([-32768, -10001, -10000, -9999, -1, 0, 1, 32767], np.int16)
+    for band in ("B02", "B11"):
+        with rasterio.open(product.band(band).path, "r+") as dst:
+            data = rng.integers(-32768, 32768, dst.shape, dtype=np.int16)
+            data[rng.random(dst.shape) < 0.2] = S2_NODATA
+            data[dst.shape[0] * 7 // 10, 4 : 4 + special.size] = special  # in the window
+            dst.write(data, 1)
+    return product
+
+
+def test_stored_encoding_read_straight_equals_the_float_path(
+        dn_values: S2Product, monkeypatch: pytest.MonkeyPatch) -> None:
+    """THEIA bands read as stored integers (with a pool) equal decode then encode_s2.
+
+    The keys: 10 m and 20 m bands at their resolution (read straight), a 20 m band at
+    10 m (resampled: the float path) and the mask that takes their nodata; a window past
+    the grid's corner, with a margin.
+    """
+    import decloud.inputs
+
+    keys = [InputKey.of("s2_t", ("B02", "B04")), InputKey.of("s2_20m_t", ("B11", "B8A")),
+            InputKey.of("s2_tm1", ("B02", "B11")), InputKey.of("s2_mask_t"),
+            InputKey.of("s2_mask_tm1")]
+    products = InputProducts({"t": AcquisitionProducts(dn_values),
+                              "tm1": AcquisitionProducts(dn_values)})
+    grid = dn_values.grid()
+    window = Window(-8, 60, 64, 48)
+    encodes = []
+    original = decloud.inputs.encode_s2
+    monkeypatch.setattr(decloud.inputs, "encode_s2",
+                        lambda a: encodes.append(a.shape) or original(a))
+    float_path = read_inputs(keys, products, grid, window, margin=4)  # no pool: float path
+    assert len(encodes) == 3
+    encodes.clear()
+    with RasterPool() as pool:
+        straight = read_inputs(keys, products, grid, window, margin=4, pool=pool)
+    assert encodes == [(2, 56, 72)]  # only s2_tm1, whose B11 is resampled
+    for key in keys:
+        np.testing.assert_array_equal(straight[key.name], float_path[key.name], key.name)
+    s2 = straight["s2_t"]
+    assert (s2 == S2_NODATA).any() and (s2 == S2_NODATA + 1).any() and (s2 == 32767).any()

@@ -53,7 +53,7 @@ def multi_temporal(
     seed: int, out: Path, layout: str, dem: Path | None, max_unusable: float | None,
     widen_hours: float, tolerance: float, block_size: int | None, batch_size: int,
     readers: int, dilation: int, feather: int, no_composite: bool, overwrite: bool,
-    serving: str, savedmodel: Path | None,
+    serving: str, savedmodel: Path | None, precision: str,
 ) -> None:
     """Reconstruct one S2 date of a tile with a multi-temporal model (msop_*, os1_unet).
 
@@ -64,7 +64,7 @@ def multi_temporal(
     Blocks are rounded up to the catalog's patch lattice.
     """
     check_model(model, allow_untrained)
-    check_serving(serving, savedmodel)
+    check_serving(serving, savedmodel, precision)
     load_backend()  # the model needs Keras: load it with its start-up lines filtered
     from decloud.processors.multitemporal import MultiTemporalOptions, multitemporal
     from decloud.processors.single_date import load_method
@@ -72,7 +72,7 @@ def multi_temporal(
     method = serving_method(load_method(model, untrained=allow_untrained, seed=seed), serving,
                             savedmodel)
     engine = engine_from_options(block_size, batch_size, readers, dilation, feather,
-                                 no_composite, overwrite)
+                                 no_composite, overwrite, precision)
     options = MultiTemporalOptions(layout=layout, dem=dem, max_unusable=max_unusable,
                                    widen_hours=widen_hours, tolerance=tolerance, engine=engine)
     record = multitemporal(catalog_dir, tile, day.date(), method, out, options)

@@ -34,6 +34,7 @@ the ``i``-th device the job was given before the worker starts (and JAX initiali
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -156,7 +157,7 @@ class ClusterConfig(_Strict):
             raise ClusterConfigError("a local cluster submits no jobs", path=self.source,
                                      field="kind")
         extra_args = list(self.worker_extra_args)
-        if self.gpus_per_job > 1:
+        if self.gpus_per_job:  # the same rule as a local cluster: >= 1 device
             extra_args += ["--preload-nanny", GPU_PRELOAD]
         directives = list(self.job_extra_directives)
         kwargs: dict[str, Any] = {
@@ -234,7 +235,9 @@ class ClusterConfig(_Strict):
         if self.gpus_per_job:
             options["preload_nanny"] = [GPU_PRELOAD]
         if self.local_directory is not None:
-            options["local_directory"] = self.local_directory
+            # Dask takes the folder as is; a batch script leaves ``$TMPDIR`` to the shell.
+            options["local_directory"] = os.path.expanduser(
+                os.path.expandvars(self.local_directory))
         return LocalCluster(n_workers=n, processes=True,
                             threads_per_worker=max(1, self.cores // self.processes),
                             memory_limit=parse_bytes(self.memory) // self.processes,

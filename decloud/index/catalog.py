@@ -267,7 +267,20 @@ class Catalog:
         else:
             self._db = sqlite3.connect(path, timeout=120, isolation_level=None)
             mode, self.journal_reason = choose_journal_mode(self.folder, journal_mode)
-            self._db.execute(f"PRAGMA journal_mode={mode.upper()}")
+            # SQLite keeps WAL while another connection holds the database (it either
+            # says "locked" or answers the old mode): on NFS that is the unsafe case the
+            # rollback journal exists for, so it is refused, never just logged.
+            try:
+                self._db.execute(f"PRAGMA journal_mode={mode.upper()}")
+                got = str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            except sqlite3.OperationalError as err:
+                got = f"unchanged ({err})"
+            if got != mode:
+                self._db.close()
+                raise CatalogError(
+                    f"SQLite kept journal mode {got} instead of {mode} ({self.journal_reason})"
+                    ": another process has the catalog open; close it and retry",
+                    path=path, field="journal_mode")
         self.journal_mode = str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
         _log.info("catalog %s: journal mode %s (%s)", self.folder, self.journal_mode,
                   self.journal_reason)

@@ -74,7 +74,7 @@ from tqdm import tqdm
 from decloud._version import __version__
 from decloud.constants import S2_NODATA
 from decloud.errors import InferenceError, OutputExistsError, PrecisionError
-from decloud.grid import Grid, RasterPool
+from decloud.grid import COMPILED_LOOPS, Grid, RasterPool
 from decloud.inference.composite import (
     QUALITY_CLEAR,
     QUALITY_FEATHERED,
@@ -502,6 +502,7 @@ class RunRecord:
         pixels: Counts of clear, reconstructed, feathered and nodata pixels.
         blocks: Blocks in all, skipped (all nodata) and method calls.
         software: decloud version.
+        compiled_loops: Whether reads used decloud's compiled loops (decloud._kernels).
         finished: UTC time the record was written.
         extra: What the caller adds (the multi-temporal processor: its per-block
             neighbour choices).
@@ -516,6 +517,7 @@ class RunRecord:
     pixels: dict[str, int]
     blocks: dict[str, int]
     software: str = __version__
+    compiled_loops: bool = COMPILED_LOOPS
     finished: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -406,12 +406,13 @@ def _normalised(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def is_complete(record: Path, plan: DatePlan) -> bool:
+def is_complete(record: Path, plan: DatePlan, precision: str = "float32") -> bool:
     """Whether ``record`` vouches for outputs made by ``plan``.
 
     The record must parse as a JSON object, be finished (a time is written there last),
     name a reflectance and a quality output that both exist, and carry the entries of
-    :meth:`DatePlan.expected` (the same method and inputs).
+    :meth:`DatePlan.expected` (the same method and inputs) and the engine's
+    ``precision`` (``parameters.precision``: a bfloat16 output is not a float32 one).
     """
     try:
         data = json.loads(record.read_text())
@@ -424,7 +425,8 @@ def is_complete(record: Path, plan: DatePlan) -> bool:
         return False
     if not all(Path(str(p)).is_file() for p in outputs.values()):
         return False
-    return all(_lookup(data, key) == value for key, value in plan.expected().items())
+    expected = {**plan.expected(), "parameters.precision": precision}
+    return all(_lookup(data, key) == value for key, value in expected.items())
 
 
 def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
@@ -521,7 +523,8 @@ def run_jobs(jobs: Sequence[SeriesJob], grid: Grid, out_dir: Path,
     from decloud.inference.engine import EngineOptions, record_path
 
     engine = options.engine or EngineOptions()
-    _check_settings(out_dir, {**settings, "composite": dataclasses.asdict(engine.composite)})
+    _check_settings(out_dir, {**settings, "composite": dataclasses.asdict(engine.composite),
+                              "precision": engine.precision})
     if options.execution is not None and options.execution.distributed:
         from decloud.distributed.runner import run_on_cluster
 
@@ -556,7 +559,7 @@ def _one_job(job: SeriesJob, grid: Grid, engine: EngineOptions, options: SeriesO
             report.cloud_before_pct = 100.0 * float(sum(
                 v for k, v in job.product.cover().items() if k in ("cloud", "shadow")))
         plan = job.plan(engine)
-        if is_complete(record, plan):
+        if is_complete(record, plan, engine.precision):
             report.status = "complete"
             data = json.loads(record.read_text())
         else:

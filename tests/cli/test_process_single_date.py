@@ -93,3 +93,16 @@ def test_refusals(tmp_path: Path) -> None:
                                    "--allow-untrained", "--out", out, "--max-s1-gap", "1"])
     assert far.exit_code == 1 and "no S1 image" in far.output
     assert list(tmp_path.glob("o*")) == []
+
+
+def test_precision_is_refused_with_otbtf_and_for_unvalidated_models(tmp_path: Path) -> None:
+    out = str(tmp_path / "o.tif")
+    otbtf = CliRunner().invoke(cli, [*BASE, "--model", "ssop_unet", "--allow-untrained",
+                                     "--out", out, "--engine", "otbtf",
+                                     "--precision", "bfloat16"])
+    assert otbtf.exit_code == 2 and "--precision has no effect there" in otbtf.output
+    other = CliRunner().invoke(cli, [*BASE, "--model", str(_tiny_config(tmp_path / "t.yaml")),
+                                     "--allow-untrained", "--out", out,
+                                     "--precision", "bfloat16"])
+    assert other.exit_code == 1 and "not validated for model 'tiny_ssop'" in other.output
+    assert list(tmp_path.glob("o*")) == []

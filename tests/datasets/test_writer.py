@@ -261,3 +261,29 @@ def test_killed_process_resumes_to_the_same_dataset(catalog: Catalog, plan: Data
     write_dataset(catalog, plan, out, WRITE)
     assert shard_files(out) == shard_files(reference)
     assert len(TrainingDataset(out)) == N
+
+
+
+def test_dataset_equals_the_one_written_through_floats(
+        catalog: Catalog, plan: DatasetPlan, reference: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every array equals, byte for byte, the one written without the integer shortcut.
+
+    Products storing the s2 encoding (THEIA) are read as their integers
+    (``decloud.inputs._Reader.read_encoded``, tested on THEIA in tests/test_inputs.py);
+    here the archive's SAFE products decline it, and the dataset must not change.
+    """
+    import decloud.inputs
+
+    monkeypatch.setattr(decloud.inputs._Reader, "read_encoded", lambda self, *a: None)
+    floats = write_dataset(catalog, plan, tmp_path / "floats", WRITE)
+    compared = 0
+    shards = sorted((reference / "shards").glob("*.npz"))
+    for shard in shards:
+        with np.load(shard) as ref, np.load(floats / "shards" / shard.name) as slow:
+            assert sorted(ref.files) == sorted(slow.files)
+            for name in ref.files:
+                assert ref[name].tobytes() == slow[name].tobytes(), (shard.name, name)
+                compared += 1
+    keys = json.loads((reference / "manifest.json").read_text())["keys"]
+    assert len(shards) == 3 and compared == 3 * (len(keys) + 1)  # the keys and the meta

@@ -184,3 +184,33 @@ def test_a_local_kind_starts_a_local_cluster_of_its_shape() -> None:
         client.wait_for_workers(2, timeout=60)
         info = client.scheduler_info()["workers"]
         assert sorted(w["nthreads"] for w in info.values()) == [1, 1]
+
+
+def test_one_gpu_per_job_pins_its_device_like_a_local_cluster(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import distributed
+
+    text = SLURM.replace("processes: 2", "processes: 1").replace("gpus_per_job: 2",
+                                                                 "gpus_per_job: 1")
+    command = worker_command(load_cluster_config(write(tmp_path, text)).job_script()).split()
+    assert command[command.index("--preload-nanny") + 1] == "decloud.distributed.gpus"
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(distributed, "LocalCluster", lambda **kw: seen.update(kw))
+    ClusterConfig(kind="local", cores=1, memory="1GB", gpus_per_job=1).make_cluster()
+    assert seen["preload_nanny"] == ["decloud.distributed.gpus"]
+
+
+def test_a_local_directory_is_expanded_here_and_left_to_the_shell_in_a_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import distributed
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "node"))
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(distributed, "LocalCluster", lambda **kw: seen.update(kw))
+    ClusterConfig(kind="local", cores=1, memory="1GB",
+                  local_directory="$TMPDIR/dask").make_cluster()
+    assert seen["local_directory"] == str(tmp_path / "node" / "dask")
+    # In a batch script the node's shell expands it (the submitting host's value is wrong).
+    text = SLURM.replace("/scratch/local", "$TMPDIR/dask")
+    command = worker_command(load_cluster_config(write(tmp_path, text)).job_script()).split()
+    assert command[command.index("--local-directory") + 1] == "$TMPDIR/dask"

@@ -163,3 +163,20 @@ def test_the_cli_option_sets_the_journal(tmp_path: Path) -> None:
     assert "catalog journal: delete (delete asked for)" in result.output
     with sqlite3.connect(tmp_path / "cat" / "catalog.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_a_journal_mode_sqlite_cannot_switch_is_refused(tmp_path: Path) -> None:
+    with Catalog.create(tmp_path / "cat", journal_mode="wal"):
+        pass
+    path = tmp_path / "cat" / "catalog.sqlite"
+    other = sqlite3.connect(path)  # another process holding the database open
+    try:
+        other.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        with pytest.raises(CatalogError, match="kept journal mode .* instead of delete") as caught:
+            Catalog.open(tmp_path / "cat", journal_mode="delete")
+        assert caught.value.path == str(path)
+        assert caught.value.field == "journal_mode"
+    finally:
+        other.close()
+    with Catalog.open(tmp_path / "cat", journal_mode="delete") as catalog:
+        assert catalog.journal_mode == "delete"

@@ -218,6 +218,7 @@ def test_absent_otbtf_is_one_line_and_writes_nothing(tmp_path: Path,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_absent_otbtf_loads_no_keras(tmp_path: Path) -> None:
     """On a terminal: one line, before TensorFlow's start-up lines could print."""
     from decloud.cli.options import OTBTF_EXECUTABLE

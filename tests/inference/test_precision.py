@@ -160,3 +160,25 @@ def test_the_engine_refuses_bfloat16_before_writing_anything(tmp_path: Path) -> 
     with pytest.raises(PrecisionError, match="Keras models only"):
         run(method, products, grid, tmp_path / "out.tif", EngineOptions(precision="bfloat16"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bfloat16_run_warns_that_trained_weights_are_not_validated(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    from types import SimpleNamespace
+
+    import keras
+
+    from decloud.inference.precision import set_precision
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="conv")])
+    spec = SimpleNamespace(name="msop_small", outputs=())
+    with caplog.at_level(logging.WARNING, logger="decloud.inference.precision"):
+        set_precision(model, spec, "float32")  # type: ignore[arg-type]
+        assert not caplog.records
+        set_precision(model, spec, "bfloat16")  # type: ignore[arg-type]
+    assert model.get_layer("conv").compute_dtype == "bfloat16"
+    assert "msop_small runs in bfloat16" in caplog.text
+    assert "within 0.01 reflectance" in caplog.text and "not validated" in caplog.text
+    with pytest.raises(PrecisionError, match="trained weights are not validated"):
+        check_precision("bfloat16", "dsen2cr")

@@ -41,10 +41,10 @@ def archive() -> Archive:
     return Archive.from_root(ARCHIVE)
 
 
-def _options(**kwargs: Any) -> SeriesOptions:
+def _options(precision: str = "float32", **kwargs: Any) -> SeriesOptions:
     from decloud.inference import EngineOptions
 
-    return SeriesOptions(engine=EngineOptions(block_size=32), **kwargs)
+    return SeriesOptions(engine=EngineOptions(block_size=32, precision=precision), **kwargs)
 
 
 def _spy(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None,
@@ -125,6 +125,15 @@ def test_only_a_valid_matching_record_vouches_for_a_date(
     # Completed dates are not touched: same inode, same bytes.
     assert {p: file_identity(p) for p in outs[4:]} == kept
 
+    # A record of another precision (a bfloat16 run) does not vouch for a float32 date.
+    record = json.loads(outs[4].with_suffix(".json").read_text())
+    assert record["parameters"]["precision"] == "float32"
+    record["parameters"]["precision"] = "bfloat16"
+    outs[4].with_suffix(".json").write_text(json.dumps(record))
+    calls = _spy(monkeypatch)
+    run_series(archive, TILE, START, END, method, tmp_path, _options(quicklooks=False))
+    assert calls == [outs[4]]
+
 
 def test_a_failed_date_is_recorded_and_the_series_goes_on(
         archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,6 +172,11 @@ def test_a_rerun_with_other_parameters_is_refused(archive: Archive, tmp_path: Pa
         run_series(archive, TILE, START, END, GapFillDates(bands=("B04",)), tmp_path,
                    _options())
     assert caught.value.field == "method.bands"
+    # Another compute precision is another series (bfloat16 outputs differ from float32).
+    with pytest.raises(ProcessorRerunError, match="'float32' in the folder") as caught:
+        run_series(archive, TILE, START, END, GapFillDates(bands=BANDS), tmp_path,
+                   _options(precision="bfloat16"))
+    assert caught.value.field == "precision"
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     # Another date range with the same settings extends the series.
     reports = run_series(archive, TILE, START, END, GapFillDates(bands=BANDS), tmp_path,
