@@ -19,6 +19,12 @@ GDAL print them on stderr: the entry points leak no raw GDAL warning, and an app
 silences or collects them with :mod:`logging`.
 
 Callers pass overrides explicitly instead of setting hidden environment variables.
+
+GDAL's raster block cache is process-wide, so no per-thread environment sets it
+(:func:`gdal_env` refuses ``GDAL_CACHEMAX``). A process entry point sizes it once,
+before it starts any thread, with :func:`set_gdal_cache` (the streaming engine does,
+from ``EngineOptions.gdal_cache_mb``); :func:`gdal_cache_bytes` reads back the size
+GDAL uses. GDAL's own default, 5 % of the RAM, is the size when nobody sets it.
 """
 
 from __future__ import annotations
@@ -41,7 +47,9 @@ __all__ = [
     "decloud_env_active",
     "ensure_env",
     "env_if_needed",
+    "gdal_cache_bytes",
     "gdal_env",
+    "set_gdal_cache",
 ]
 
 P = ParamSpec("P")
@@ -142,3 +150,44 @@ def ensure_env(func: Callable[P, R]) -> Callable[P, R]:
             return func(*args, **kwargs)
 
     return wrapper
+
+
+def gdal_cache_bytes() -> int:
+    """The size of GDAL's process-wide raster block cache, in bytes, as GDAL reports it."""
+    # rasterio answers GDAL_CACHEMAX with GDALGetCacheMax64, not the option's string.
+    size = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise GdalConfigError(f"GDAL reported a block cache size of {size!r}, not bytes",
+                              field="GDAL_CACHEMAX")
+    return size
+
+
+def set_gdal_cache(megabytes: int) -> int:
+    """Size GDAL's process-wide raster block cache, in MiB, and check what GDAL took.
+
+    The cache is shared by every thread of the process (and every raster it has
+    open): call this once from a process entry point before it starts threads. The
+    size stays set after the call; blocks over the new size are flushed by GDAL.
+
+    Args:
+        megabytes: Cache size in MiB (2**20 bytes).
+
+    Returns:
+        The cache size GDAL reports afterwards, in bytes (``megabytes * 2**20``).
+
+    Raises:
+        GdalConfigError: ``megabytes`` is not a positive integer, or GDAL reports
+            another size than the one asked for.
+    """
+    if isinstance(megabytes, bool) or not isinstance(megabytes, int) or megabytes < 1:
+        raise GdalConfigError(f"the block cache size must be a positive number of MiB, "
+                              f"not {megabytes!r}", field="GDAL_CACHEMAX")
+    wanted = megabytes * 2**20
+    # rasterio hands an integer GDAL_CACHEMAX to GDALSetCacheMax64, in bytes (a number
+    # of MiB passed as is would give a cache of a few bytes), process-wide.
+    rasterio.env.set_gdal_config("GDAL_CACHEMAX", wanted)
+    reported = gdal_cache_bytes()
+    if reported != wanted:
+        raise GdalConfigError(f"GDAL reports a block cache of {reported} bytes after "
+                              f"{wanted} were set", field="GDAL_CACHEMAX")
+    return reported

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from decloud.env import (
     DecloudEnv,
     decloud_env_active,
     ensure_env,
+    gdal_cache_bytes,
     gdal_env,
+    set_gdal_cache,
 )
 from decloud.errors import GdalConfigError
 from decloud.grid import Grid, RasterKind, read_on_grid
@@ -188,3 +191,58 @@ def test_gdal_warnings_go_to_logging_not_the_terminal(
     records = [r.getMessage() for r in caplog.records if r.name.startswith("rasterio")]
     assert any("CPLE_" in m and "JPEG" in m for m in records), records
     assert "JPEG" not in capfd.readouterr().err  # GDAL printed nothing itself
+
+
+def _libgdal() -> ctypes.CDLL:
+    """The GDAL library rasterio loaded in this process (its file, from the memory map)."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("no /proc/self/maps to find the loaded GDAL library")
+    paths = {line.split()[-1] for line in maps.read_text().splitlines()
+             if "libgdal" in line.rsplit("/", 1)[-1]}
+    assert len(paths) == 1, paths
+    lib = ctypes.CDLL(paths.pop())
+    lib.GDALGetCacheMax64.restype = ctypes.c_int64
+    lib.GDALGetCacheUsed64.restype = ctypes.c_int64
+    return lib
+
+
+@pytest.fixture
+def restore_cache() -> Iterator[int]:
+    """GDAL's block cache size before the test, set back after it (it is process-wide)."""
+    before = gdal_cache_bytes()
+    yield before
+    rasterio.env.set_gdal_config("GDAL_CACHEMAX", before)  # bytes: GDAL's default share
+    assert gdal_cache_bytes() == before
+
+
+def test_set_gdal_cache_is_process_wide_in_mib(restore_cache: int, tmp_path: Path) -> None:
+    lib = _libgdal()  # GDAL's own answer, not rasterio's
+    assert gdal_cache_bytes() == lib.GDALGetCacheMax64() == restore_cache
+    assert set_gdal_cache(3) == 3 * 2**20 == lib.GDALGetCacheMax64() == gdal_cache_bytes()
+    seen: list[int] = []
+    thread = threading.Thread(target=lambda: seen.append(ensure_env(gdal_cache_bytes)()))
+    thread.start()
+    thread.join(30)
+    assert seen == [3 * 2**20]  # other threads and their environments share it
+    # GDAL keeps to it: reading 16 MB of 256 x 256 float32 tiles leaves at most 3 MiB.
+    path = tmp_path / "big.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=2048, height=2048, count=1,
+                       dtype="float32", crs=CRS.from_epsg(32631),
+                       transform=Affine(10, 0, 0, 0, -10, 20480), tiled=True,
+                       blockxsize=256, blockysize=256) as dst:
+        dst.write(np.ones((1, 2048, 2048), dtype="float32"))
+    with rasterio.open(path) as src:
+        assert src.read().sum() == 2048 * 2048
+        assert 0 < lib.GDALGetCacheUsed64() <= 3 * 2**20
+        set_gdal_cache(64)
+        src.read()
+        assert lib.GDALGetCacheUsed64() > 12 * 2**20  # the whole raster stays cached
+
+
+@pytest.mark.parametrize("size", [0, -5, True, 1.5, "256"])
+def test_set_gdal_cache_refuses_what_is_not_mib(size: Any, restore_cache: int) -> None:
+    with pytest.raises(GdalConfigError, match="positive number of MiB") as err:
+        set_gdal_cache(size)
+    assert err.value.field == "GDAL_CACHEMAX"
+    assert gdal_cache_bytes() == restore_cache

@@ -39,6 +39,10 @@ OTBTF_EXECUTABLE = "otbcli_TensorflowModelServe"
 
 _DIR = click.Path(file_okay=False, path_type=Path)
 
+#: decloud.inference.engine.DEFAULT_GDAL_CACHE_MB, written out: the engine module is
+#: not imported to build the CLI (a test checks they agree).
+GDAL_CACHE_MB = 256
+
 
 def archive_options(func: F) -> F:
     """Add --archive / --s2-root / --s1-root / --dem-root to a command."""
@@ -116,12 +120,18 @@ def engine_options(func: F) -> F:
                           "throughput on GPUs with bfloat16 units) is allowed for the models "
                           "validated with seeded weights only (msop_small, msop_unet), within "
                           "1e-2 reflectance of float32; trained weights are not validated."),
+        click.option("--gdal-cache-mb", type=click.IntRange(min=1), default=GDAL_CACHE_MB,
+                     show_default=True,
+                     help="GDAL's raster block cache (MiB, process-wide), set before the "
+                          "run starts and kept in the record; GDAL's own default (5 % of "
+                          "the RAM) adds its size to the peak memory."),
     ])
 
 
 def engine_from_options(block_size: int | None, batch_size: int, readers: int, dilation: int,
                         feather: int, no_composite: bool, overwrite: bool,
-                        precision: str = "float32") -> EngineOptions:
+                        precision: str = "float32", *,
+                        gdal_cache_mb: int = GDAL_CACHE_MB) -> EngineOptions:
     """The engine options that :func:`engine_options` asked for (progress bar on)."""
     from decloud.inference.composite import CompositeOptions
     from decloud.inference.engine import EngineOptions
@@ -129,7 +139,8 @@ def engine_from_options(block_size: int | None, batch_size: int, readers: int, d
     return EngineOptions(block_size=block_size, batch_size=batch_size, readers=readers,
                          target=None if no_composite else "t",
                          composite=CompositeOptions(dilation=dilation, feather=feather),
-                         overwrite=overwrite, progress=True, precision=precision)
+                         overwrite=overwrite, progress=True, precision=precision,
+                         gdal_cache_mb=gdal_cache_mb)
 
 
 def execution_options(func: F) -> F:
@@ -137,10 +148,11 @@ def execution_options(func: F) -> F:
     return _add(func, [
         click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Dask worker processes of a local cluster running the dates in "
-                          "parallel (with --cluster-config: jobs to ask for); 0: one date "
-                          "after another in this process."),
+                          "parallel (with --cluster-config: worker processes to ask "
+                          "for); 0: one date after another in this process."),
         click.option("--threads-per-worker", type=click.IntRange(min=1), default=1,
-                     show_default=True, help="Dates each local worker process runs at once."),
+                     show_default=True, help="Dates each local worker process runs at once "
+                                             "(a local cluster of --workers only)."),
         click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
                      help="Run the dates on this running Dask scheduler's workers (they "
                           "must see the same paths)."),
@@ -160,21 +172,23 @@ def execution_options(func: F) -> F:
 def execution_from_options(workers: int, threads_per_worker: int, scheduler: str | None,
                            cluster_config: Path | None, retries: int,
                            gpus: bool = False) -> Execution:
-    """Where :func:`execution_options` asked the dates to run (workers load Keras quietly)."""
+    """Where :func:`execution_options` asked the dates to run (workers load Keras quietly).
+
+    Raises:
+        click.UsageError: Options that do not go together (:class:`Execution`'s checks,
+            the option named by the error's field).
+    """
     from decloud.cli.backend import load_backend
     from decloud.distributed.cluster import Execution
+    from decloud.errors import ArgumentError
 
-    if scheduler is not None and cluster_config is not None:
-        raise click.UsageError("give --scheduler or --cluster-config, not both")
-    if gpus and (scheduler is not None or cluster_config is not None):
-        raise click.UsageError("--gpus starts a local cluster: not with --scheduler or "
-                               "--cluster-config (give gpus_per_job in the cluster file)")
-    if scheduler is not None and workers:
-        raise click.UsageError("--workers starts a local cluster (or asks --cluster-config "
-                               "for jobs): a running --scheduler has its own workers")
-    return Execution(workers=workers, threads_per_worker=threads_per_worker,
-                     scheduler=scheduler, cluster_config=cluster_config, retries=retries,
-                     backend=load_backend, gpus=gpus)
+    try:
+        return Execution(workers=workers, threads_per_worker=threads_per_worker,
+                         scheduler=scheduler, cluster_config=cluster_config,
+                         retries=retries, backend=load_backend, gpus=gpus)
+    except ArgumentError as err:
+        option = f"--{err.field.replace('_', '-')}: " if err.field else ""
+        raise click.UsageError(f"{option}{err.message}") from err
 
 
 def run_summary(out: Path, record: RunRecord, extra: str = "") -> str:
@@ -225,9 +239,15 @@ def check_serving(serving: str, savedmodel: Path | None, precision: str = "float
 
 
 def serving_method(method: KerasMethod, serving: str, savedmodel: Path | None) -> KerasMethod:
-    """The model as the engine runs it: itself, or served by OTBTF (``--engine otbtf``)."""
+    """The model as the engine runs it: itself, or served by OTBTF (``--engine otbtf``).
+
+    An OTBTF method is closed when the command ends (its exported SavedModel and the
+    last run's region rasters leave the temporary folder then, not at exit).
+    """
     if serving != "otbtf":
         return method
     from decloud.inference.otbtf import OtbtfMethod
 
-    return OtbtfMethod.from_method(method, savedmodel=savedmodel)
+    served = OtbtfMethod.from_method(method, savedmodel=savedmodel)
+    click.get_current_context().call_on_close(served.close)
+    return served

@@ -53,7 +53,7 @@ def multi_temporal(
     seed: int, out: Path, layout: str, dem: Path | None, max_unusable: float | None,
     widen_hours: float, tolerance: float, block_size: int | None, batch_size: int,
     readers: int, dilation: int, feather: int, no_composite: bool, overwrite: bool,
-    serving: str, savedmodel: Path | None, precision: str,
+    serving: str, savedmodel: Path | None, precision: str, gdal_cache_mb: int,
 ) -> None:
     """Reconstruct one S2 date of a tile with a multi-temporal model (msop_*, os1_unet).
 
@@ -72,7 +72,8 @@ def multi_temporal(
     method = serving_method(load_method(model, untrained=allow_untrained, seed=seed), serving,
                             savedmodel)
     engine = engine_from_options(block_size, batch_size, readers, dilation, feather,
-                                 no_composite, overwrite, precision)
+                                 no_composite, overwrite, precision,
+                                 gdal_cache_mb=gdal_cache_mb)
     options = MultiTemporalOptions(layout=layout, dem=dem, max_unusable=max_unusable,
                                    widen_hours=widen_hours, tolerance=tolerance, engine=engine)
     record = multitemporal(catalog_dir, tile, day.date(), method, out, options)

@@ -42,7 +42,7 @@ def single_date(
     dem_root: Path | None, tile: str, day: datetime, model: str, allow_untrained: bool,
     seed: int, out: Path, max_s1_gap: float, block_size: int | None, batch_size: int,
     readers: int, dilation: int, feather: int, no_composite: bool, overwrite: bool,
-    serving: str, savedmodel: Path | None, precision: str,
+    serving: str, savedmodel: Path | None, precision: str, gdal_cache_mb: int,
 ) -> None:
     """Reconstruct one S2 date of a tile with a single-date model (ssop_unet, dsen2cr).
 
@@ -61,7 +61,8 @@ def single_date(
     method = serving_method(load_method(model, untrained=allow_untrained, seed=seed), serving,
                             savedmodel)
     engine = engine_from_options(block_size, batch_size, readers, dilation, feather,
-                                 no_composite, overwrite, precision)
+                                 no_composite, overwrite, precision,
+                                 gdal_cache_mb=gdal_cache_mb)
     record = process(method, archive, tile, day.date(), out,
                      SingleDateOptions(timedelta(hours=max_s1_gap), engine))
     click.echo(run_summary(out, record))

@@ -8,20 +8,24 @@ and closes what it started. Three ways:
   own Keras/TensorFlow and GDAL state), ``threads_per_worker`` tasks each;
 * an existing scheduler (``tcp://host:8786``): its workers must see the same paths;
 * a dask-jobqueue cluster (SLURM, PBS) described by a YAML file
-  (:func:`decloud.distributed.jobqueue.load_cluster_config`), ``workers`` jobs asked;
+  (:func:`decloud.distributed.jobqueue.load_cluster_config`), ``workers`` worker
+  processes asked (the jobs submitted for them follow the file's ``processes`` per job);
 * ``gpus``: a LocalCluster of one single-threaded worker per GPU of this node, each
   seeing its own device (:func:`decloud.distributed.gpus.gpu_cluster`; ``workers``
   of them, all the node's devices when 0).
 
 ``workers=0`` with neither a scheduler nor a cluster file is the sequential run in this
-process (:attr:`Execution.distributed` is False).
+process (:attr:`Execution.distributed` is False). ``threads_per_worker`` shapes the plain
+LocalCluster only: GPU workers are single-threaded, and a scheduler's or a cluster
+file's workers have their own threads, so another value is refused there.
 
 Retries: a task whose worker dies (killed, out of memory, node lost) is rescheduled by
 Dask up to ``allowed_failures`` times (the scheduler's
 ``distributed.scheduler.allowed-failures``, set for the clusters started here; an
 external scheduler keeps its own setting); a task that raises an unexpected error
-(not a :class:`~decloud.errors.DecloudError`, which fails its date only) is retried
-``retries`` times.
+is retried ``retries`` times, never one whose error is a
+:class:`~decloud.errors.DecloudError` (it fails its date only, or the run when strict:
+:mod:`decloud.distributed.runner`).
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ class Execution:
     """How the dates of a series are run.
 
     Attributes:
-        workers: Worker processes of a LocalCluster, or jobs asked of the
-            ``cluster_config`` cluster; 0 with neither ``scheduler`` nor
-            ``cluster_config``: sequentially in this process.
-        threads_per_worker: Tasks (dates) each LocalCluster worker runs at once.
+        workers: Worker processes of a LocalCluster, or of the ``cluster_config``
+            cluster (overriding the file's ``workers``); 0 with neither ``scheduler``
+            nor ``cluster_config``: sequentially in this process.
+        threads_per_worker: Tasks (dates) each LocalCluster worker runs at once (1 with
+            ``gpus``, ``scheduler`` or ``cluster_config``: their workers' threads are
+            set elsewhere).
         scheduler: Address of a running Dask scheduler (``tcp://host:8786``).
         cluster_config: A dask-jobqueue YAML file (SLURM, PBS).
         retries: Reruns of a task that raised an unexpected error.
@@ -85,6 +91,13 @@ class Execution:
             raise ArgumentError("workers apply to a local cluster or a cluster "
                                 "configuration: a running scheduler has its own",
                                 field="workers")
+        if self.threads_per_worker != 1 and (self.gpus or self.scheduler is not None
+                                             or self.cluster_config is not None):
+            # Ignored there otherwise: say so rather than run with other threads.
+            raise ArgumentError(f"threads_per_worker {self.threads_per_worker} applies to a "
+                                "local cluster only: GPU workers have one thread, a "
+                                "scheduler's or a cluster file's workers their own (cores/"
+                                "processes)", field="threads_per_worker")
 
     @property
     def distributed(self) -> bool:

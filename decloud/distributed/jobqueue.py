@@ -232,6 +232,7 @@ class ClusterConfig(_Strict):
 
         n = self.processes if count is None else count
         options: dict[str, Any] = dict(extra)
+        options.setdefault("dashboard_address", ":0")  # a free port: 8787 may be taken
         if self.gpus_per_job:
             options["preload_nanny"] = [GPU_PRELOAD]
         if self.local_directory is not None:

@@ -186,7 +186,9 @@ def portable(plugin: Any, backend: Callable[[], object] | None = None) -> Any:
     as it is.
 
     Raises:
-        InferenceError: The model was built in memory (see :meth:`ModelRef.of`).
+        InferenceError: The model was built in memory (see :meth:`ModelRef.of`), or it
+            is a subclass of ``KerasMethod`` (``OtbtfMethod``: ``--engine otbtf``),
+            which :meth:`ModelRef.load` would turn into the native engine on workers.
     """
     from decloud.inference.method import KerasMethod
 
@@ -195,4 +197,10 @@ def portable(plugin: Any, backend: Callable[[], object] | None = None) -> Any:
     model = getattr(plugin, "method", None)
     if not isinstance(model, KerasMethod):
         return plugin
+    if type(model) is not KerasMethod:
+        # A reference carries the model only, not how it is served: refuse rather
+        # than switch engine silently.
+        raise InferenceError(f"{type(model).__name__} cannot run on Dask workers: only "
+                             "the native engine's KerasMethod is shipped by reference",
+                             field="engine")
     return PortablePlugin(plugin, ModelRef.of(model, backend))

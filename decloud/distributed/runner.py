@@ -14,8 +14,13 @@ the sequential run does: a record that vouches for the outputs makes the task re
 ``complete``, anything else is redone from scratch. A task whose worker died is
 rescheduled by Dask (``allowed_failures``; a death counts against every task the worker
 was processing or had queued); one that died on every try is reported failed with the
-reason (its temporaries removed by the client), and the others go on. Each result is
-released once gathered, so a worker lost later does not make Dask redo finished dates.
+reason (its temporaries removed by the client), and the others go on. A task that
+raises an unexpected error is rerun ``retries`` times; a
+:class:`~decloud.errors.DecloudError` (a product or option problem, raised by the task
+with ``strict`` only: otherwise it fails its date's report) is never rerun, as it would
+fail again: the task returns it and the client raises it. Each task's key holds its job
+index, so two outputs of the same name in different folders are two tasks. Each result
+is released once gathered, so a worker lost later does not make Dask redo finished dates.
 
 Ctrl-C cancels the tasks not yet finished, writes the summary of those that finished,
 and re-raises.
@@ -27,10 +32,13 @@ import dataclasses
 import re
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
+
+from decloud.errors import DecloudError
 
 if TYPE_CHECKING:
     from decloud.distributed.cluster import Execution
@@ -38,7 +46,7 @@ if TYPE_CHECKING:
     from decloud.inference.engine import EngineOptions
     from decloud.processors.timeseries import DateReport, SeriesJob, SeriesOptions
 
-__all__ = ["remove_temporaries", "run_on_cluster", "run_task"]
+__all__ = ["Raised", "remove_temporaries", "run_on_cluster", "run_task"]
 
 #: A temporary of :func:`decloud.writers.atomic_file` or the COG writer:
 #: ``.<name>.<8 hex>.tmp<suffix>``.
@@ -71,14 +79,33 @@ def remove_temporaries(out: Path) -> list[Path]:
     return removed
 
 
+@dataclass(frozen=True)
+class Raised:
+    """A task's :class:`~decloud.errors.DecloudError`, returned so that Dask does not rerun it.
+
+    Attributes:
+        error: The error, raised again by the client.
+    """
+
+    error: DecloudError
+
+
 def run_task(job: SeriesJob, grid: Grid, engine: EngineOptions,
-             options: SeriesOptions) -> DateReport:
-    """One job on a worker: the sequential runner's job, after a killed attempt's cleanup."""
+             options: SeriesOptions) -> DateReport | Raised:
+    """One job on a worker: the sequential runner's job, after a killed attempt's cleanup.
+
+    Returns:
+        The job's report, or the :class:`Raised` error of a ``strict`` run (Dask's
+        ``retries`` rerun any raised error: this one would only fail again).
+    """
     from decloud.inference.engine import record_path
     from decloud.processors.timeseries import _one_job
 
     remove_temporaries(job.out)
-    return _one_job(job, grid, engine, options, record_path(job.out))
+    try:
+        return _one_job(job, grid, engine, options, record_path(job.out))
+    except DecloudError as err:
+        return Raised(err)
 
 
 def run_on_cluster(jobs: Sequence[SeriesJob], grid: Grid, engine: EngineOptions,
@@ -115,22 +142,27 @@ def run_on_cluster(jobs: Sequence[SeriesJob], grid: Grid, engine: EngineOptions,
                disable=None if options.progress else True)
     run = uuid.uuid4().hex[:8]  # task keys unique on a shared scheduler
     with open_client(execution) as client:
+        # The job index in the key: Dask merges tasks of one key, and two outputs may
+        # share a file name in different folders.
         futures = [client.submit(run_task, job, grid, engine, remote, pure=False,
-                                 retries=execution.retries, key=f"{job.out.name}-{run}")
-                   for job in jobs]
+                                 retries=execution.retries, key=f"{job.out.name}-{k}-{run}")
+                   for k, job in enumerate(jobs)]
         index = {future.key: k for k, future in enumerate(futures)}
         try:
             for future in as_completed(futures):
                 k = index[future.key]
                 try:
-                    reports[k] = future.result()
+                    result = future.result()
                 except KilledWorker as err:
                     if options.strict:
                         raise
                     # Never run again: what its last try left half-written goes.
                     remove_temporaries(jobs[k].out)
-                    reports[k] = DateReport(jobs[k].label, "failed",
-                                            reason=f"its worker died on every try ({err})")
+                    result = DateReport(jobs[k].label, "failed",
+                                        reason=f"its worker died on every try ({err})")
+                if isinstance(result, Raised):
+                    raise result.error
+                reports[k] = result
                 # Released: a worker lost later must not make the scheduler redo it.
                 future.release()
                 bar.update(1)

@@ -73,6 +73,7 @@ from tqdm import tqdm
 
 from decloud._version import __version__
 from decloud.constants import S2_NODATA
+from decloud.env import gdal_cache_bytes, set_gdal_cache
 from decloud.errors import InferenceError, OutputExistsError, PrecisionError
 from decloud.grid import COMPILED_LOOPS, Grid, RasterPool
 from decloud.inference.composite import (
@@ -93,6 +94,7 @@ from decloud.writers import BackgroundWriter, CogWriter, atomic_file, provenance
 
 __all__ = [
     "DAYS_NODATA",
+    "DEFAULT_GDAL_CACHE_MB",
     "BlockLayer",
     "BlockOutput",
     "EngineOptions",
@@ -108,6 +110,10 @@ __all__ = [
 
 #: One set of products for the grid, or the products of each core block.
 ProductsSource = InputProducts | Callable[[Window], InputProducts]
+
+#: GDAL block cache (MiB) :func:`run` sets by default: the tiles a block reads (all its
+#: bands, halo included, for the prefetch threads) and the tiles the writers hold.
+DEFAULT_GDAL_CACHE_MB: Final = 256
 
 #: Nodata of the uint16 days band.
 DAYS_NODATA: Final = 65535
@@ -161,6 +167,12 @@ class EngineOptions:
             just before the completion record.
         precision: ``float32``, or ``bfloat16`` for the models validated in it
             (:mod:`decloud.inference.precision`; others are refused).
+        gdal_cache_mb: Size (MiB) of GDAL's process-wide raster block cache, set by
+            :func:`run` before its threads start (:func:`decloud.env.set_gdal_cache`;
+            the record keeps the size GDAL reports); None leaves GDAL's setting (its
+            default is 5 % of the RAM). Each input tile is read about once per block,
+            so a small cache suffices, and GDAL's default share, filled again by the
+            final COG conversions in the writer thread, pushed a full tile past 6 GB.
     """
 
     block_size: int | None = None
@@ -176,6 +188,7 @@ class EngineOptions:
     cog_threads: int = 1
     stac: bool = True
     precision: str = "float32"
+    gdal_cache_mb: int | None = DEFAULT_GDAL_CACHE_MB
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -186,6 +199,11 @@ class EngineOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InferenceError(f"{name} must be a positive integer, not {value!r}",
                                      field=name)
+        if self.gdal_cache_mb is not None and (isinstance(self.gdal_cache_mb, bool)
+                                               or not isinstance(self.gdal_cache_mb, int)
+                                               or self.gdal_cache_mb < 1):
+            raise InferenceError(f"gdal_cache_mb must be a positive integer or None, not "
+                                 f"{self.gdal_cache_mb!r}", field="gdal_cache_mb")
         if self.block_size is not None and (isinstance(self.block_size, bool)
                                             or not isinstance(self.block_size, int)
                                             or self.block_size < 1):
@@ -621,6 +639,9 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
                                         path=path)
     # A stale record of an earlier run must not vouch for the outputs being rewritten.
     paths["record"].unlink(missing_ok=True)
+    # Process-wide, so set here, before the readers and the writer start.
+    gdal_cache = (set_gdal_cache(options.gdal_cache_mb) if options.gdal_cache_mb is not None
+                  else gdal_cache_bytes())
     plan = _plan(method, options)
     windows = list(grid.windows(plan.block_size, plan.margin, plan.multiple))
     products_of = _products_of(products)
@@ -664,6 +685,10 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
     timing = StreamTiming()
     n_blocks = len(windows)
     with contextlib.ExitStack() as stack:
+        close_run = getattr(method, "close_run", None)
+        if close_run is not None:
+            # Last out: the run's temporary inputs (the OTBTF method's region rasters).
+            stack.callback(close_run)
         # Closed first on an error: the readers stop before the outputs are discarded.
         writer = stack.enter_context(BackgroundWriter(writers, queue_size=options.write_queue))
         bar = stack.enter_context(tqdm(total=n_blocks, unit="block", desc=method.name,
@@ -693,7 +718,8 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
         outputs={k: str(v) for k, v in paths.items() if k not in ("record", "stac")},
         method=method.describe(), inputs=described,
         parameters={**options.describe(), "block_size": plan.block_size,
-                    "margin": plan.margin, "size_multiple": plan.multiple},
+                    "margin": plan.margin, "size_multiple": plan.multiple,
+                    "gdal_cache_bytes": gdal_cache},
         grid={"crs": str(grid.crs), "transform": list(grid.transform)[:6],
               "width": grid.width, "height": grid.height},
         timing={"wall_s": wall, "read_s": timing.read, "method_s": timing.method,

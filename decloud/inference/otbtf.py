@@ -100,6 +100,7 @@ __all__ = [
     "otbtf_output_grid",
     "plan_otbtf",
     "read_settings",
+    "recorded_environment",
     "require_otbtf",
     "run_otbtf",
     "select_bands",
@@ -520,11 +521,30 @@ def check_output(command: OtbtfCommand, width: int, height: int) -> None:
                              path=produced, field=command.key)
 
 
+#: Prefixes of the variables that change what OTB and GDAL compute (threads, RAM,
+#: caches, drivers): the caller's are passed on, so the record keeps them.
+_RECORDED_PREFIXES = ("OTB_", "ITK_", "GDAL_")
+
+
+def _environment(command: OtbtfCommand) -> dict[str, str]:
+    """A command's environment: the caller's, with decloud's own settings over it."""
+    return {**os.environ, **command.env}
+
+
+def recorded_environment(commands: Sequence[OtbtfCommand]) -> dict[str, str]:
+    """The ``OTB_``/``ITK_``/``GDAL_`` variables the commands ran with (for the record)."""
+    out: dict[str, str] = {}
+    for command in commands:
+        out.update((k, v) for k, v in _environment(command).items()
+                   if k.startswith(_RECORDED_PREFIXES))
+    return dict(sorted(out.items()))
+
+
 def _run(command: OtbtfCommand, workdir: Path, timeout: float | None) -> float:
     """Run one command, its output captured; seconds taken."""
     started = time.perf_counter()
     try:
-        done = subprocess.run(command.args, env={**os.environ, **command.env}, cwd=workdir,
+        done = subprocess.run(command.args, env=_environment(command), cwd=workdir,
                               capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as err:
         raise InferenceError(f"{EXECUTABLE} ran past {timeout} s",
@@ -602,6 +622,7 @@ def run_otbtf(savedmodel_dir: str | Path, key_rasters: Mapping[str, KeyRaster | 
         pixels=counts,
         blocks={"total": runs, "skipped": 0, "method_calls": runs * len(plan.commands)},
         finished=datetime.now(UTC).isoformat(),
+        extra={"otbtf": {"environment": recorded_environment(list(plan.commands.values()))}},
     )
     with atomic_file(record_file, overwrite=True) as tmp_record:
         tmp_record.write_text(record.to_json())
@@ -797,7 +818,9 @@ class OtbtfMethod(KerasMethod):
 
         Returns:
             ``{"otbtf": {...}}`` for the record's ``extra``: the SavedModel, each
-            command run (as a shell line) and the seconds OTBTF took.
+            command run (as a shell line), the ``OTB_``/``ITK_``/``GDAL_`` variables
+            they ran with (``environment``: the caller's are passed on) and the
+            seconds OTBTF took.
 
         Raises:
             InferenceError: OTBTF is missing or failed, or its output is not where
@@ -812,6 +835,7 @@ class OtbtfMethod(KerasMethod):
         for core, products in blocks:
             groups.setdefault(id(products), (products, []))[1].append(core)
         commands: list[str] = []
+        run: list[OtbtfCommand] = []
         seconds = 0.0
         for n, (products, cores) in enumerate(groups.values()):
             col = min(int(c.col_off) for c in cores)
@@ -821,10 +845,12 @@ class OtbtfMethod(KerasMethod):
             served, command, took = self._serve(settings, products, grid, col, row, width,
                                                 height, root / f"region{n}", options)
             commands.append(command.shell())
+            run.append(command)
             seconds += took
             for core in cores:
                 self._served[_window_key(core)] = served
         return {"otbtf": {"savedmodel": settings["model_dir"], "commands": commands,
+                          "environment": recorded_environment(run),
                           "otbtf_s": seconds, "regions": len(groups)}}
 
     def _serve(self, settings: Mapping[str, Any], products: InputProducts, grid: Grid,

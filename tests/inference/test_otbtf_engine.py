@@ -172,8 +172,23 @@ def _tiny_dsen2cr(path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_single_date_otbtf_equals_native(tmp_path: Path, fake_otbtf: Path) -> None:
+def test_single_date_otbtf_equals_native(tmp_path: Path, fake_otbtf: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from decloud.inference.otbtf import OtbtfMethod
+
     config = _tiny_dsen2cr(tmp_path / "tiny.yaml")
+    # The temporary folders (export, region rasters) go here, and must be gone after.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    closed: list[OtbtfMethod] = []
+    real_close = OtbtfMethod.close
+    monkeypatch.setattr(OtbtfMethod, "close",
+                        lambda self: (closed.append(self), real_close(self))[-1])
+    # A caller's OTB/ITK variable changes what OTB computes: passed on and recorded.
+    monkeypatch.setenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
     runs = {}
     for engine in ("native", "otbtf"):
         out = tmp_path / engine / "T29UPU_20170617.tif"
@@ -181,6 +196,7 @@ def test_single_date_otbtf_equals_native(tmp_path: Path, fake_otbtf: Path) -> No
                                           "--out", str(out), "--engine", engine])
         assert result.exit_code == 0, result.output
         runs[engine] = out
+    assert len(closed) == 1 and list(scratch.glob("decloud-*")) == []
     for name in ("T29UPU_20170617.tif", "T29UPU_20170617_quality.tif"):
         native, otbtf = (_profile(runs[e].parent / name) for e in ("native", "otbtf"))
         # Identical after encoding: pixels, quality, COG layout, nodata, bands, tags.
@@ -196,6 +212,8 @@ def test_single_date_otbtf_equals_native(tmp_path: Path, fake_otbtf: Path) -> No
     assert record["method"].pop("engine") == "otbtf" and record["method"].pop("savedmodel") is None
     served = record["extra"].pop("otbtf")
     assert served["regions"] == 1 and len(served["commands"]) == 1
+    assert served["environment"]["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "1"
+    assert "OTB_MAX_RAM_HINT" in served["environment"]
     assert "-model.dir" in served["commands"][0] and "OTB_MAX_RAM_HINT=" in served["commands"][0]
     for key in ("timing", "finished"):
         record.pop(key), native_record.pop(key)
