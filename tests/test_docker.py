@@ -82,14 +82,25 @@ def test_copied_files_exist_and_entrypoint_is_decloud(image: str) -> None:
             assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
     # The package build needs these, and the package data lies inside decloud/.
     copied = {s for words in local for s in words[:-1]}
-    assert {"setup.cfg", "pyproject.toml", "decloud"} <= copied
-    # .dockerignore keeps the context small (no .venv) and lets each of them in.
+    assert {"setup.cfg", "setup.py", "pyproject.toml", "decloud"} <= copied
+    # .dockerignore keeps the context small (no .venv) and lets each of them in, but
+    # no host-built extension (the image builds its own).
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("*") + 1:].count("!decloud") == 1
     assert all(f"!{source.rstrip('/')}" in ignore for source in copied)
+    assert "**/*.so" in ignore[ignore.index("!decloud") + 1:]
     assert any((ROOT / "decloud" / "models" / "configs").glob("*.yaml"))
     entrypoints = [json.loads(rest) for word, rest in steps if word == "ENTRYPOINT"]
     assert entrypoints[-1] == ["decloud"]
+
+
+@pytest.mark.parametrize("image", ["cpu", "gpu"])
+def test_the_compiled_loops_are_built_in_the_image(image: str) -> None:
+    runs = [rest for word, rest in instructions(DOCKER / image / "Dockerfile") if word == "RUN"]
+    install = next(r for r in runs if re.search(r"\bpip install\b", r))
+    # A compiler for setup.py's optional extension, and a build that fails without it.
+    assert install.index("install -y --no-install-recommends gcc") < install.index("pip install")
+    assert install.index("pip install") < install.index('import decloud._kernels')
 
 
 def test_image_specifics() -> None:

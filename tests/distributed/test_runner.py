@@ -28,11 +28,13 @@ from typing import Any
 import pytest
 
 from decloud.archive import Archive
-from decloud.distributed import Execution, loads, remove_temporaries
+from decloud.distributed import Execution, loads, portable, remove_temporaries, run_on_cluster
+from decloud.errors import ArgumentError, DecloudError, InferenceError
 from decloud.processors.timeseries import (
     DatePlan,
     GapFillDates,
     ModelDates,
+    SeriesJob,
     SeriesOptions,
     run_series,
 )
@@ -260,13 +262,44 @@ def test_temporaries_of_an_output_are_removed_and_no_other_file(tmp_path: Path) 
     ({"scheduler": "tcp://h:1", "cluster_config": Path("c.yaml")}, "scheduler"),
     ({"scheduler": "tcp://h:1", "workers": 2}, "workers"),
     ({"gpus": True, "cluster_config": Path("c.yaml")}, "gpus"),
+    # Threads shape a plain LocalCluster only: elsewhere they would be ignored.
+    ({"gpus": True, "threads_per_worker": 2}, "threads_per_worker"),
+    ({"scheduler": "tcp://h:1", "threads_per_worker": 2}, "threads_per_worker"),
+    ({"cluster_config": Path("c.yaml"), "threads_per_worker": 2}, "threads_per_worker"),
 ])
 def test_execution_refuses_inconsistent_settings(kwargs: dict[str, Any], field: str) -> None:
-    from decloud.errors import ArgumentError
-
     with pytest.raises(ArgumentError) as caught:
         Execution(**kwargs)
     assert caught.value.field == field
+
+
+def test_threads_per_worker_shape_a_local_cluster() -> None:
+    assert Execution(workers=2, threads_per_worker=3).threads_per_worker == 3
+    assert Execution(threads_per_worker=1, cluster_config=Path("c.yaml")).cluster_config
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--scheduler", "tcp://h:1", "--cluster-config", "{config}"], "--scheduler: "),
+    (["--gpus", "--scheduler", "tcp://h:1"], "--gpus: "),
+    (["--scheduler", "tcp://h:1", "--workers", "2"], "--workers: "),
+    (["--gpus", "--threads-per-worker", "2"], "--threads-per-worker: "),
+])
+def test_the_cli_turns_execution_errors_into_usage_errors(args: list[str], message: str,
+                                                          tmp_path: Path) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from decloud.cli.options import execution_from_options, execution_options
+
+    @click.command()
+    @execution_options
+    def command(**kwargs: Any) -> None:
+        execution_from_options(**kwargs)
+
+    config = tmp_path / "c.yaml"
+    config.write_text("kind: local\n")
+    result = CliRunner().invoke(command, [a.format(config=config) for a in args])
+    assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_execution_is_sequential_by_default() -> None:
@@ -356,3 +389,86 @@ def test_a_date_whose_worker_always_dies_is_reported_failed(archive: Archive,
             assert report.status == "done" and json.loads(record.read_text())["finished"]
     assert "done" in {r.status for r in reports}  # the other worker's dates
     assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+@pytest.fixture(scope="module")
+def threads() -> Iterator[Any]:
+    """An in-process LocalCluster (threads, started in about a second): task bookkeeping."""
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as local:
+        yield local
+
+
+@dataclass(frozen=True)
+class _Failing:
+    """A job's plan that logs each try, then raises ``error``."""
+
+    log: Path
+    error: Exception
+
+    def __call__(self, engine: Any) -> DatePlan:
+        with self.log.open("a") as file:
+            file.write(f"{self.error}\n")
+        raise self.error
+
+
+def _grid() -> Any:
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from decloud.grid import Grid
+
+    return Grid(CRS.from_epsg(32631), Affine(10, 0, 600000, 0, -10, 5700000), 8, 8)
+
+
+@pytest.mark.parametrize(("error", "tries"), [
+    (InferenceError("the model cannot run", field="model"), 1),  # would only fail again
+    (RuntimeError("a bug, or a flaky file system"), 3),  # retries=2
+])
+def test_only_unexpected_errors_are_retried(threads: Any, tmp_path: Path,
+                                            error: Exception, tries: int) -> None:
+    from decloud.inference import EngineOptions
+
+    log = tmp_path / "tries.log"
+    job = SeriesJob("2023-04-07", tmp_path / "a.tif", _Failing(log, error))
+    with pytest.raises(type(error), match=str(error).split(": ")[-1]):
+        run_on_cluster([job], _grid(), EngineOptions(), SeriesOptions(strict=True), tmp_path,
+                       Execution(scheduler=threads.scheduler_address, retries=2))
+    assert log.read_text().splitlines() == [str(error)] * tries
+
+
+def test_outputs_of_one_name_in_two_folders_are_two_tasks(threads: Any,
+                                                          tmp_path: Path) -> None:
+    from decloud.inference import EngineOptions
+
+    log = tmp_path / "tries.log"
+    jobs = [SeriesJob(f"2023-04-0{k}", tmp_path / folder / "T31UFS_gapfill.tif",
+                      _Failing(log, InferenceError(f"no product in {folder}")))
+            for k, folder in enumerate(("a", "b"), start=1)]
+    reports = run_on_cluster(jobs, _grid(), EngineOptions(), SeriesOptions(), tmp_path,
+                             Execution(scheduler=threads.scheduler_address))
+    assert [(r.label, r.status, r.reason) for r in reports] == [
+        ("2023-04-01", "failed", "no product in a"), ("2023-04-02", "failed", "no product in b")]
+    assert sorted(log.read_text().splitlines()) == ["no product in a", "no product in b"]
+
+
+@dataclass(frozen=True)
+class _Plugin:
+    method: Any
+    name: str = "model"
+
+
+def test_a_subclass_of_keras_method_is_not_shipped_as_the_native_engine() -> None:
+    from decloud.inference.method import KerasMethod
+
+    class Served(KerasMethod):  # as OtbtfMethod: the model served by another engine
+        pass
+
+    # The type alone decides (no model needed): OtbtfMethod's reference would load a
+    # plain KerasMethod on workers.
+    with pytest.raises(InferenceError, match="Served cannot run on Dask workers") as caught:
+        portable(_Plugin(Served.__new__(Served)))
+    assert caught.value.field == "engine"
+    assert isinstance(caught.value, DecloudError)
+    plain = _Plugin("not a model")
+    assert portable(plain) is plain  # numpy plug-ins travel as they are

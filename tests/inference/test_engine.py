@@ -14,9 +14,11 @@ import keras
 import numpy as np
 import pytest
 import rasterio
+import rasterio.env
 from rasterio.windows import Window
 
 from decloud.constants import S2_NODATA, MaskClass
+from decloud.env import gdal_cache_bytes, set_gdal_cache
 from decloud.errors import InferenceError, OutputExistsError
 from decloud.grid import Grid
 from decloud.inference import (
@@ -34,7 +36,7 @@ from decloud.inference import (
     record_path,
     run,
 )
-from decloud.inference.engine import DAYS_NODATA
+from decloud.inference.engine import DAYS_NODATA, DEFAULT_GDAL_CACHE_MB
 from decloud.inputs import AcquisitionProducts, InputKey, InputProducts, read_inputs
 from decloud.keys import CLOUD_CLASSES, decode_s2
 from decloud.models.config import UNetConfig
@@ -364,6 +366,34 @@ def test_keras_method_and_option_refusals() -> None:
         EngineOptions(batch_size=0)
     with pytest.raises(InferenceError, match="block_size"):
         EngineOptions(block_size=-4)
+
+
+def test_gdal_cache_is_set_before_the_run_recorded_and_changes_no_output(
+        tmp_path: Path) -> None:
+    before = gdal_cache_bytes()
+    grid = _grid().subgrid(Window(3, 5, 70, 61))
+    try:
+        # 1 MiB: GDAL evicts tiles between blocks; the outputs cannot depend on it.
+        small = run(Neighbour(), _products(), grid, tmp_path / "small.tif",
+                    EngineOptions(block_size=24, gdal_cache_mb=1))
+        assert small.parameters["gdal_cache_mb"] == 1
+        assert small.parameters["gdal_cache_bytes"] == gdal_cache_bytes() == 2**20
+        large = run(Neighbour(), _products(), grid, tmp_path / "large.tif",
+                    EngineOptions(block_size=24))
+        assert large.parameters["gdal_cache_mb"] == DEFAULT_GDAL_CACHE_MB
+        assert large.parameters["gdal_cache_bytes"] == DEFAULT_GDAL_CACHE_MB * 2**20
+        for suffix in (".tif", "_quality.tif", "_days.tif"):
+            assert np.array_equal(_read(tmp_path / f"small{suffix}"),
+                                  _read(tmp_path / f"large{suffix}"))
+        set_gdal_cache(5)
+        kept = run(Neighbour(), _products(), grid, tmp_path / "kept.tif",
+                   EngineOptions(block_size=24, gdal_cache_mb=None))
+        assert kept.parameters["gdal_cache_bytes"] == gdal_cache_bytes() == 5 * 2**20
+    finally:
+        rasterio.env.set_gdal_config("GDAL_CACHEMAX", before)  # process-wide: put back
+    for size in (0, True, 2.5):
+        with pytest.raises(InferenceError, match="gdal_cache_mb"):
+            EngineOptions(gdal_cache_mb=size)  # type: ignore[arg-type]
 
 
 class Coarse:
