@@ -18,7 +18,8 @@ types, end to end, each step a child process:
 
 Usage::
 
-    cd benchmarks && ../.venv/bin/python bench_fulltile.py [--size PX] [--out DIR]
+    cd benchmarks && ../.venv/bin/python bench_fulltile.py [--size PX] [--out DIR] \
+        [--gdal-cache-mb MIB]
 
 writes ``<out>/fulltile_<size>.json`` and ``.md`` and the quicklook
 ``<out>/fulltile_<size>_corner.png`` (``--out`` defaults to ``benchmarks/results``).
@@ -30,6 +31,7 @@ should not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -63,22 +65,60 @@ DECLOUD = REPO_ROOT / ".venv" / "bin" / "decloud"
 TILE = "T33TVM"
 TARGET_DATE = "2015-07-31"
 CORNER_PX = 512
+#: Seconds between the outputs' completion and the end of the process (record, STAC
+#: item, TensorFlow's exit), counted in the outputs phase of the RSS timeline.
+EXIT_S = 5.0
 #: Colours of the quality layer in the quicklook (clear, reconstructed, feathered, nodata).
 QUALITY_COLOURS = {0: (40, 160, 40), 1: (220, 60, 60), 2: (240, 200, 40), 255: (0, 0, 0)}
 
 
-def _timed(cmd: list[str], log_path: Path) -> tuple[float, str]:
-    """Run a command under ``/usr/bin/time -v``; its wall seconds and its output."""
+def _rss_kib(pid: int) -> int | None:
+    """Resident set of a process now (KiB, ``VmRSS``), None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _timed(cmd: list[str], log_path: Path, sample_s: float = 1.0
+           ) -> tuple[float, str, list[tuple[float, int]]]:
+    """Run a command under ``/usr/bin/time -v``: wall seconds, output, RSS timeline.
+
+    The timeline samples the command's resident set every ``sample_s`` seconds
+    (``(seconds since start, bytes)``, from ``/proc``; empty where there is none): it
+    shows in which phase the peak that ``time`` reports falls.
+    """
     t0 = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True,
-                          check=False)
-    seconds = time.perf_counter() - t0
-    text = done.stdout + done.stderr
+    timeline: list[tuple[float, int]] = []
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(["/usr/bin/time", "-v", *cmd], stdout=out, stderr=err,
+                                text=True)
+        while proc.poll() is None:
+            for child in _children(proc.pid):  # time's child: the command itself
+                rss = _rss_kib(child)
+                if rss is not None:
+                    timeline.append((round(time.perf_counter() - t0, 1), rss * 1024))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(sample_s)
+        seconds = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        text = out.read() + err.read()
     log_path.write_text(" ".join(cmd) + "\n\n" + text, encoding="utf-8")
-    if done.returncode != 0:
-        raise RuntimeError(f"{cmd[:3]} failed ({done.returncode}), see {log_path}:\n"
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}), see {log_path}:\n"
                            f"{text[-3000:]}")
-    return seconds, text
+    return seconds, text, timeline
 
 
 def _time_field(text: str, name: str) -> float:
@@ -193,6 +233,23 @@ def corner_quicklook(scene: Path, out: Path, block: int, png: Path) -> dict[str,
             "steps": steps, "png": str(png)}
 
 
+def _phases(timeline: list[tuple[float, int]], record: dict[str, Any]
+            ) -> dict[str, float]:
+    """Sampled peak RSS (bytes) while blocks ran and while the outputs were finished.
+
+    The record's ``outputs_s`` times the COG conversions after the last block; the
+    samples of the process's last ``outputs_s`` + :data:`EXIT_S` seconds (the
+    conversions, the record, the exit) are the outputs phase, the earlier ones the
+    blocks (and start-up).
+    """
+    if not timeline:
+        return {}
+    split = timeline[-1][0] - float(record["timing"].get("outputs_s", 0.0)) - EXIT_S
+    return {"split_s": split,
+            "peak_blocks_bytes": max((r for t, r in timeline if t < split), default=0),
+            "peak_outputs_bytes": max((r for t, r in timeline if t >= split), default=0)}
+
+
 def _markdown(res: dict[str, Any]) -> str:
     p = res["process"]
     q = res["quicklook"]
@@ -213,7 +270,13 @@ def _markdown(res: dict[str, Any]) -> str:
         f"{res['index_seconds']:.0f} s.",
         "",
         f"- **Peak RSS of `decloud process multi-temporal`: {p['peak_rss_bytes'] / 1e9:.2f} "
-        "GB** (goal <= 6 GB; /usr/bin/time -v, the whole process with TensorFlow).",
+        "GB** (goal <= 6 GB; /usr/bin/time -v, the whole process with TensorFlow); "
+        f"GDAL block cache {rec['parameters'].get('gdal_cache_bytes', 0) / 2**20:.0f} MiB "
+        "(as GDAL reported it; 0: not recorded, GDAL's default of 5 % of the RAM).",
+        *([f"- RSS sampled every second: peak {ph['peak_blocks_bytes'] / 1e9:.2f} GB while "
+           f"blocks ran, {ph['peak_outputs_bytes'] / 1e9:.2f} GB while the COG outputs "
+           f"were finished (the last {rec['timing'].get('outputs_s', 0):.0f} s of the "
+           f"engine); the timeline is in the JSON."] if (ph := p.get("rss_phases")) else []),
         f"- Wall {p['seconds']:.0f} s, CPU {p['cpu_seconds']:.0f} s (user + system), "
         f"{res['size'] ** 2 / 1e6 / p['seconds']:.3f} Mpx/s; inside the engine: wall "
         f"{rec['timing']['wall_s']:.0f} s, read {rec['timing']['read_s']:.0f} s (summed over "
@@ -250,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-size", type=int, default=None,
                         help="engine block size (the CLI's default when not given)")
     parser.add_argument("--widen-hours", type=float, default=480.0)
+    parser.add_argument("--gdal-cache-mb", type=int, default=None,
+                        help="GDAL block cache of the run, MiB (the CLI's default when "
+                             "not given; GDAL's own default is 5 %% of the RAM)")
     args = parser.parse_args(argv)
     if args.size < 1024 or args.size % 2:
         parser.error("--size must be even and >= 1024")
@@ -268,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         catalog = work / "catalog"
         shutil.rmtree(catalog, ignore_errors=True)
         log("index build ...")
-        index_s, _ = _timed([str(DECLOUD), "index", "build", "--s2-root", str(scene / "S2"),
+        index_s, _, _ = _timed([str(DECLOUD), "index", "build", "--s2-root", str(scene / "S2"),
                              "--s1-root", str(scene / "S1"), "--dem-root", str(scene / "DEM"),
                              "--catalog", str(catalog), "--strict"],
                             work / "index.log")
@@ -280,8 +346,10 @@ def main(argv: list[str] | None = None) -> int:
                "--overwrite"]
         if args.block_size:
             cmd += ["--block-size", str(args.block_size)]
+        if args.gdal_cache_mb:
+            cmd += ["--gdal-cache-mb", str(args.gdal_cache_mb)]
         log(f"process multi-temporal ({args.size} px) ...")
-        seconds, text = _timed(cmd, work / "process.log")
+        seconds, text, timeline = _timed(cmd, work / "process.log")
         record = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
         rss = int(_time_field(text, "Maximum resident set size (kbytes)")) * 1024
         cpu = _time_field(text, "User time (seconds)") + _time_field(
@@ -305,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "goals": {"peak_rss": "<= 6 GB"},
         "process": {"command": [Path(c).name if i == 0 else c for i, c in enumerate(cmd)],
                     "seconds": seconds, "cpu_seconds": cpu, "peak_rss_bytes": rss,
+                    "rss_timeline": timeline, "rss_phases": _phases(timeline, record),
                     "record": {k: record[k] for k in ("timing", "blocks", "pixels",
                                                       "parameters")}},
         "quicklook": quick,

@@ -453,11 +453,11 @@ def _read(
     try:
         src_grid = Grid.from_dataset(src)
         method = resampling if resampling is not None else kind.resampling
-        factor = _integer_upsampling(src_grid, dst_grid)
         if src_grid.is_aligned_with(dst_grid):
             target = out if out is not None else np.empty(shape, dtype)
             return _read_aligned(src, src_grid, dst_grid, indexes, kind, nodata, fill,
                                  finish, target)
+        factor = _integer_upsampling(src_grid, dst_grid)
         if factor and method in (Resampling.nearest, Resampling.bilinear):
             target = out if out is not None else np.empty(shape, dtype)
             return _read_upsampled(src, src_grid, dst_grid, factor, indexes, kind, method,

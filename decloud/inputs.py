@@ -223,6 +223,25 @@ def _channels_last(array: np.ndarray) -> np.ndarray:
     return np.moveaxis(array, 0, -1)
 
 
+def _any_band_equal(bands: np.ndarray, value: int) -> np.ndarray:
+    """Per pixel, whether any band of ``(C, H, W)`` equals ``value``, fast in both layouts.
+
+    Bands read into a channels-last array (a dataset shard's) are strided: numpy's
+    ``any(axis=0)`` over them, or over the short last axis of the ``(H, W, C)`` array,
+    runs an element at a time (about 60x slower than contiguous). There a pixel's C
+    booleans are adjacent bytes, tested as a few wider integers instead.
+    """
+    if bands.shape[0] == 1 or bands.strides[0] != bands.itemsize:
+        return (bands == value).any(axis=0)
+    equal = np.ascontiguousarray(np.moveaxis(bands, 0, -1) == value)
+    width = min(bands.shape[0] & -bands.shape[0], 8)  # bytes per word: divides C
+    words = equal.view(np.dtype(f"u{width}"))
+    found = words[..., 0] != 0
+    for i in range(1, words.shape[-1]):
+        found |= words[..., i] != 0
+    return found
+
+
 @dataclass
 class _Reader:
     """One request: the products, the reference grid and the padded window."""
@@ -257,13 +276,14 @@ class _Reader:
                              field=key.name)
         return product
 
-    def read_bands(self, key: KeyRequest, factor: int) -> np.ndarray:
+    def read_bands(self, key: KeyRequest, factor: int,
+                   dest: np.ndarray | None = None) -> np.ndarray:
         grid, window = self.at(factor, key.name)
         product = self.s2(key)
-        encoded = self.read_encoded(product, key.bands, grid, window)
+        encoded = self.read_encoded(product, key.bands, grid, window, dest)
         if encoded is not None:
             self.nodata.setdefault(key.acquisition, []).append(
-                (factor, (encoded == S2_NODATA).any(axis=0)))
+                (factor, _any_band_equal(encoded, S2_NODATA)))
             return encoded
         reflectance = product.read(key.bands, grid, window, pool=self.pool)
         self.nodata.setdefault(key.acquisition, []).append(
@@ -271,7 +291,7 @@ class _Reader:
         return encode_s2(reflectance)
 
     def read_encoded(self, product: S2Product, bands: Sequence[str], grid: Grid,
-                     window: Window) -> np.ndarray | None:
+                     window: Window, dest: np.ndarray | None = None) -> np.ndarray | None:
         """The bands' stored integers as they are, when they already are the s2 encoding.
 
         THEIA stores int16 reflectance x 10000 with nodata -10000, the keys' encoding:
@@ -279,7 +299,8 @@ class _Reader:
         the stored integers again (tested over every int16 value), but for values
         below the nodata, which the encoding clips to -9999. Reading them straight
         skips two float passes. None when a band is stored otherwise or needs
-        resampling (or no pool keeps the files open): the float path then.
+        resampling (or no pool keeps the files open): the float path then. The bands
+        are read straight into ``dest`` (``(C, H, W)``, any strides) when it fits.
         """
         if self.pool is None:
             return None
@@ -293,7 +314,9 @@ class _Reader:
             if (src.dtypes[bf.index - 1] != "int16" or nodata != S2_NODATA
                     or not Grid.from_dataset(src).is_aligned_with(target)):
                 return None
-        out = np.empty((len(files), target.height, target.width), np.int16)
+        shape = (len(files), target.height, target.width)
+        fits = dest is not None and dest.shape == shape and dest.dtype == np.int16
+        out = dest if fits else np.empty(shape, np.int16)
         for i, (bf, src) in enumerate(zip(files, sources, strict=True)):
             # As a mask: the integers as stored, S2_NODATA outside the source.
             read_on_grid(src, grid, window, indexes=(bf.index,), kind=RasterKind.MASK,
@@ -322,7 +345,7 @@ class _Reader:
             if repeat > 1:
                 # A coarse pixel covers repeat x repeat mask pixels: all are nodata.
                 nodata = np.repeat(np.repeat(nodata, repeat, axis=0), repeat, axis=1)
-            layer[nodata] = MaskClass.NODATA
+            np.copyto(layer, layer.dtype.type(MaskClass.NODATA), where=nodata)
         return layer[None]
 
     def read_s1(self, key: KeyRequest, factor: int) -> np.ndarray:
@@ -361,6 +384,7 @@ def read_inputs(
     margin: int = 0,
     dem_policy: DemPolicy | str = DemPolicy.REQUIRE,
     pool: RasterPool | None = None,
+    out: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Read the encoded arrays of keys on a window of a grid (inside decloud's GDAL settings).
 
@@ -374,6 +398,10 @@ def read_inputs(
         margin: Reference pixels added on each side of the window.
         dem_policy: ``require`` (the DEM must cover the window) or ``partial``.
         pool: Keeps files open across windows.
+        out: Arrays to read keys into, by key name (any strides: a sample of a
+            dataset shard), each of the shape and dtype the key returns; they are
+            then the arrays returned. Stored S2 integers are read straight into
+            them; other keys are copied in.
 
     Returns:
         By key name, ``(H, W, C)`` arrays in the key's dtype (``(1,)`` float32 for
@@ -381,30 +409,48 @@ def read_inputs(
 
     Raises:
         InputError: A key asks for a product that was not given, or for a resolution
-            that is not a multiple of the grid's.
+            that is not a multiple of the grid's, or its ``out`` array has another
+            shape or dtype.
         WindowAlignmentError: A coarser key's window would not have the same footprint.
         DemCoverageError: ``require`` and the DEM does not cover the window.
         KeyGrammarError: A key's kind is not a key kind.
     """
     padded = pad_window(window if window is not None else grid.full_window(), margin)
     reader = _Reader(products, grid, padded, pool, dem_policy)
-    out: dict[str, np.ndarray] = {}
+    result: dict[str, np.ndarray] = {}
+    dests = out if out is not None else {}
     kinds = [_kind(k) for k in keys]
     # Bands before masks: a mask takes the nodata of the bands read for its acquisition.
     order = sorted(range(len(keys)), key=lambda i: kinds[i] is KeyKind.S2_MASK)
     for i in order:
         key, kind = keys[i], kinds[i]
+        dest = dests.get(key.name)
         if kind is KeyKind.DT:
-            out[key.name] = reader.read_dt(key)
+            result[key.name] = _into(reader.read_dt(key), dest, key.name)
             continue
         factor = _factor(key.resolution, grid, key.name)
         if kind in (KeyKind.S2, KeyKind.S2_20M):
-            data = reader.read_bands(key, factor)
+            view = None if dest is None else np.moveaxis(dest, -1, 0)
+            data = reader.read_bands(key, factor, view)
+            if view is not None and data is view:  # read in place
+                result[key.name] = dest
+                continue
         elif kind is KeyKind.S2_MASK:
             data = reader.read_mask(key, factor)
         elif kind is KeyKind.S1:
             data = reader.read_s1(key, factor)
         else:
             data = reader.read_dem(key, factor)
-        out[key.name] = _channels_last(data)
-    return {k.name: out[k.name] for k in keys}
+        result[key.name] = _into(_channels_last(data), dest, key.name)
+    return {k.name: result[k.name] for k in keys}
+
+
+def _into(data: np.ndarray, dest: np.ndarray | None, key: str) -> np.ndarray:
+    """``data`` copied into ``dest``, or ``data`` when there is no dest."""
+    if dest is None:
+        return data
+    if dest.shape != data.shape or dest.dtype != data.dtype:
+        raise InputError(f"out array is {dest.dtype} {dest.shape}, the key reads "
+                         f"{data.dtype} {data.shape}", field=key)
+    dest[...] = data
+    return dest

@@ -48,11 +48,19 @@ def db_to_linear(db: np.ndarray) -> np.ndarray:
 def encode_prepared(sigma0: np.ndarray) -> np.ndarray:
     """Encode linear sigma0 (NaN or <= 0 = nodata) as prepared uint16."""
     sigma0 = np.asarray(sigma0, dtype=np.float32)
-    out = np.full(sigma0.shape, S1_NODATA, dtype=np.uint16)
-    ok = sigma0 > 0
-    ln = np.clip(np.log(sigma0[ok]), S1_LN_MIN, S1_LN_MAX)
-    out[ok] = 1 + np.rint((ln - S1_LN_MIN) / (S1_LN_MAX - S1_LN_MIN) * _STEPS).astype(np.uint16)
-    return out
+    # Every pixel goes through the same float32 passes in place, nodata ones included
+    # (their log is NaN or -inf, set to DN 0 before the cast): no boolean gathers and
+    # scatters, and the valid pixels get the values of the formula above bit for bit.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dn = np.log(sigma0)
+    np.clip(dn, S1_LN_MIN, S1_LN_MAX, out=dn)
+    dn -= S1_LN_MIN
+    dn /= S1_LN_MAX - S1_LN_MIN
+    dn *= _STEPS
+    np.rint(dn, out=dn)
+    dn += 1  # exact: DN - 1 is a whole number up to 65534, well within float32's 2**24
+    np.copyto(dn, S1_NODATA, where=~(sigma0 > 0))
+    return dn.astype(np.uint16)
 
 
 def decode_prepared(dn: np.ndarray) -> np.ndarray:

@@ -168,9 +168,10 @@ def _footprint(grid: Grid, window: Window) -> dict[str, Any]:
 
 
 def _read_sample(
-    job: _ShardJob, sample: _SampleJob, products: dict[int, Product], pool: RasterPool
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read one sample's arrays ``(H, W, C)`` per key, and its meta description."""
+    job: _ShardJob, sample: _SampleJob, products: dict[int, Product], pool: RasterPool,
+    out: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Read one sample's arrays ``(H, W, C)`` into ``out`` by key; return its meta."""
     grid = job.grids[sample.tile]
     window = PatchGrid(grid, job.catalog_patch).window(sample.row, sample.col, job.patch_size)
 
@@ -185,7 +186,8 @@ def _read_sample(
         Dem(Path(job.dems[sample.tile])) if sample.tile in job.dems else None)
     # The tile's DEM coverage was checked up front; the part of a window past the tile's
     # edge may not be covered, and is nodata then.
-    out = read_inputs(job.keys, inputs, grid, window, dem_policy=DemPolicy.PARTIAL, pool=pool)
+    read_inputs(job.keys, inputs, grid, window, dem_policy=DemPolicy.PARTIAL, pool=pool,
+                out=out)
 
     acquisitions: dict[str, dict[str, Any]] = {}
     for name in sample.s2:
@@ -203,7 +205,7 @@ def _read_sample(
         "footprint": _footprint(grid, window),
         "acquisitions": acquisitions,
     }
-    return out, meta
+    return meta
 
 
 def _acquisition(s2_record: ProductRecord | None, s1_record: ProductRecord | None,
@@ -233,8 +235,8 @@ def _open_record(record: ProductRecord) -> Product:
 def _write_shard(job: _ShardJob) -> str:
     """Read a shard's samples and write it atomically; returns its file name."""
     n = len(job.samples)
-    # Not pre-filled: every sample writes every key whole (read_inputs returns each
-    # key's full padded window), so a fill would be one more pass over the shard.
+    # Not pre-filled: every sample writes every key whole (read_inputs fills each key's
+    # full padded window), so a fill would be one more pass over the shard.
     arrays = {spec.name: np.empty((n, *spec.shape), dtype=spec.dtype) for spec in job.keys}
     metas: list[str] = []
     products: dict[int, Product] = {}
@@ -243,9 +245,9 @@ def _write_shard(job: _ShardJob) -> str:
     # samples); a smaller one closes and reopens files sample after sample.
     with gdal_env(), RasterPool(max_open=_SHARD_POOL_FILES) as pool:
         for i, sample in enumerate(job.samples):
-            values, meta = _read_sample(job, sample, products, pool)
-            for key, array in values.items():
-                arrays[key][i] = array
+            # Read into the shard's arrays: stored S2 integers go there with no copy.
+            meta = _read_sample(job, sample, products, pool,
+                                {key: array[i] for key, array in arrays.items()})
             metas.append(json.dumps(meta, separators=(",", ":")))
     arrays[META_KEY] = np.array(metas, dtype=str)
     with atomic_file(job.path, overwrite=True) as tmp:

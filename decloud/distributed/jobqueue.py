@@ -237,8 +237,8 @@ class ClusterConfig(_Strict):
             options["preload_nanny"] = [GPU_PRELOAD]
         if self.local_directory is not None:
             # Dask takes the folder as is; a batch script leaves ``$TMPDIR`` to the shell.
-            options["local_directory"] = os.path.expanduser(
-                os.path.expandvars(self.local_directory))
+            options["local_directory"] = str(
+                Path(os.path.expandvars(self.local_directory)).expanduser())
         return LocalCluster(n_workers=n, processes=True,
                             threads_per_worker=max(1, self.cores // self.processes),
                             memory_limit=parse_bytes(self.memory) // self.processes,

@@ -516,7 +516,8 @@ class RunRecord:
         inputs: Products of each acquisition (paths and dates) and the DEM.
         parameters: The engine options, block size and margin used.
         grid: CRS, transform and size of the output.
-        timing: Seconds: wall, read (summed over threads), method; blocks per second.
+        timing: Seconds: wall, read (summed over threads), method, outputs (finishing
+            the COGs after the last block); blocks per second.
         pixels: Counts of clear, reconstructed, feathered and nodata pixels.
         blocks: Blocks in all, skipped (all nodata) and method calls.
         software: decloud version.
@@ -713,7 +714,12 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
             total += 1
             skipped += block.skipped
             bar.update(1)
+        blocks_done = time.perf_counter()
     wall = time.perf_counter() - started
+    report = getattr(method, "report", None)
+    if report is not None:
+        # What the method did (e.g. pixels a fallback filled) joins the record's extra.
+        extra = {**(extra or {}), **report()}
     record = RunRecord(
         outputs={k: str(v) for k, v in paths.items() if k not in ("record", "stac")},
         method=method.describe(), inputs=described,
@@ -723,7 +729,9 @@ def run(method: BlockMethod, products: ProductsSource, grid: Grid, out: str | Pa
         grid={"crs": str(grid.crs), "transform": list(grid.transform)[:6],
               "width": grid.width, "height": grid.height},
         timing={"wall_s": wall, "read_s": timing.read, "method_s": timing.method,
-                "blocks_per_s": total / wall if wall > 0 else 0.0},
+                "blocks_per_s": total / wall if wall > 0 else 0.0,
+                # After the last block: the writers' COG conversions.
+                "outputs_s": started + wall - blocks_done},
         pixels=counts, blocks={"total": total, "skipped": skipped,
                                "method_calls": timing.calls},
         finished=datetime.now(UTC).isoformat(timespec="seconds"), extra=dict(extra or {}))

@@ -364,12 +364,13 @@ def _pair_tables(times: np.ndarray, target: float, max_days: float | None
     exact = has_b & (db == 0)
     ia = np.where(exact, np.int16(NONE), ia)
     has_a &= ~exact
-    both = has_b & has_a
+    # A pixel's pair has tb <= target < ta (the scans split there); the table also holds
+    # pairs no pixel can have (e.g. ib == ia, ta - tb = 0): their weight is not computed.
+    both = has_b & has_a & (db >= 0) & (da > 0)
     db, da = np.where(has_b, db, np.nan), np.where(has_a, da, np.nan)
     # Weight of the later observation: 0 at tb, 1 at ta.
     weight = np.zeros(len(ib), dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):  # pairs no pixel can have
-        np.divide(db, ta - tb, out=weight, where=both)
+    np.divide(db, ta - tb, out=weight, where=both)
     days = np.fmax(db, da).astype(np.float32)  # the larger distance; NaN only where neither
     ib_value = np.where(has_b, ib, ia).astype(np.int16)
     ia_value = np.where(has_a, ia, ib).astype(np.int16)

@@ -425,8 +425,12 @@ def is_complete(record: Path, plan: DatePlan, precision: str = "float32") -> boo
         return False
     if not all(Path(str(p)).is_file() for p in outputs.values()):
         return False
-    expected = {**plan.expected(), "parameters.precision": precision}
-    return all(_lookup(data, key) == value for key, value in expected.items())
+    expected = plan.expected()
+    # Records written before the precision option existed are float32: no other
+    # precision could be run then.
+    recorded = _lookup(data, "parameters.precision") or "float32"
+    return recorded == precision and all(
+        _lookup(data, key) == value for key, value in expected.items())
 
 
 def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
@@ -474,6 +478,9 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
         if not isinstance(previous, dict):
             raise ProcessorRerunError("series settings are not a JSON object", path=path,
                                       field="settings")
+        # Settings written before the precision option existed are float32 ones.
+        if "precision" in settings:
+            previous.setdefault("precision", "float32")
         for key, old, new in _differences(previous, settings):
             raise ProcessorRerunError(
                 f"the folder holds a series made with another {key}: {old!r} in the "

@@ -184,7 +184,7 @@ class S1Product(Product):
         linear = decode_prepared(raw) if self.encoding == "prepared" else (
             db_to_linear(raw) if self.encoding == "db" else raw)
         if unit == "linear":
-            linear[~(linear > 0)] = np.nan
+            np.copyto(linear, np.float32(np.nan), where=~(linear > 0))
             return linear
         return linear_to_db(linear)
 
@@ -264,7 +264,8 @@ def _refuse_negative(values: np.ndarray, path: str | Path) -> None:
     """Refuse values of which most are negative: linear sigma0 never is (dB mostly is)."""
     valid = np.isfinite(values)
     count = int(np.count_nonzero(valid))
-    negative = int(np.count_nonzero(values[valid] < 0)) if count else 0
+    # Counted without gathering the finite values: of the non-finite ones only -inf is < 0.
+    negative = int(np.count_nonzero(values < 0)) - int(np.count_nonzero(values == -np.inf))
     if count and negative > count // 2:
         raise SuspectValuesError(
             f"{negative} of {count} values are negative, so they cannot be linear sigma0 "

@@ -41,6 +41,7 @@ def test_untrained_run_writes_outputs_and_record(tmp_path: Path) -> None:
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["blocks"]["total"] == 9  # 120 x 120 px in 48 px blocks
     assert record["method"]["source"].startswith("untrained:")
+    assert record["parameters"]["gdal_cache_bytes"] == 256 * 2**20  # --gdal-cache-mb default
     s1 = record["inputs"]["acquisitions"]["t"]["s1"]["files"]
     assert sorted(Path(f).name[:10] for f in s1) == ["s1a_29UPU_", "s1a_29UPU_"]
     with rasterio.open(out) as src, rasterio.open(out.parent / "T29UPU_20170617_quality.tif"
@@ -106,3 +107,18 @@ def test_precision_is_refused_with_otbtf_and_for_unvalidated_models(tmp_path: Pa
                                      "--precision", "bfloat16"])
     assert other.exit_code == 1 and "not validated for model 'tiny_ssop'" in other.output
     assert list(tmp_path.glob("o*")) == []
+
+
+def test_gdal_cache_option_reaches_the_engine() -> None:
+    from decloud.cli.options import GDAL_CACHE_MB, engine_from_options
+    from decloud.inference.engine import DEFAULT_GDAL_CACHE_MB
+
+    assert GDAL_CACHE_MB == DEFAULT_GDAL_CACHE_MB  # the CLI's copy of the engine's default
+    for command in ("single-date", "multi-temporal"):
+        shown = CliRunner().invoke(cli, ["process", command, "--help"], terminal_width=200)
+        assert "--gdal-cache-mb" in shown.output and "[default: 256" in shown.output
+    options = engine_from_options(None, 1, 2, 2, 3, False, False, gdal_cache_mb=96)
+    assert options.gdal_cache_mb == 96
+    refused = CliRunner().invoke(cli, [*BASE, "--model", "ssop_unet", "--allow-untrained",
+                                       "--out", "o.tif", "--gdal-cache-mb", "0"])
+    assert refused.exit_code == 2 and "--gdal-cache-mb" in refused.output

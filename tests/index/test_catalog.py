@@ -172,7 +172,8 @@ def test_a_journal_mode_sqlite_cannot_switch_is_refused(tmp_path: Path) -> None:
     other = sqlite3.connect(path)  # another process holding the database open
     try:
         other.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        with pytest.raises(CatalogError, match="kept journal mode .* instead of delete") as caught:
+        with pytest.raises(CatalogError, match=r"kept journal mode .* instead of delete") \
+                as caught:
             Catalog.open(tmp_path / "cat", journal_mode="delete")
         assert caught.value.path == str(path)
         assert caught.value.field == "journal_mode"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -68,6 +69,21 @@ def test_hand_computed_interpolation() -> None:
                                rtol=0, atol=1e-3)
     np.testing.assert_array_equal(out.before[0, 0], [1, 1, 0, -1, 0])
     np.testing.assert_array_equal(out.after[0, 0], [2, -1, 2, -1, 2])
+
+
+def test_no_floating_point_warning_and_no_discarded_weights() -> None:
+    from decloud.processors.gapfill import _pair_tables
+
+    # Every pair table holds pairs no pixel can have (ib == ia: ta - tb = 0); their
+    # weight must not be computed (it was +-inf or NaN, hidden by an errstate).
+    weight = _pair_tables(np.array(HAND_DAYS), 16.0, None)[4]
+    assert np.isfinite(weight).all() and ((weight >= 0) & (weight <= 1)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(all="raise"):
+            out = fill_gaps(HAND_SERIES, HAND_MASKS, HAND_DAYS, [16.0, 0.0, 40.0],
+                            max_days=20.0)
+    assert np.isfinite(out.reflectance[0, 0, 0]).all()
 
 
 def test_target_on_a_date_is_used_as_is_where_clear() -> None:

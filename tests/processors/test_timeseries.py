@@ -134,6 +134,20 @@ def test_only_a_valid_matching_record_vouches_for_a_date(
     run_series(archive, TILE, START, END, method, tmp_path, _options(quicklooks=False))
     assert calls == [outs[4]]
 
+    # A folder and records written before the precision option existed (no precision
+    # entry anywhere) are float32 ones: the rerun resumes, redoing nothing.
+    settings = json.loads((tmp_path / "series.json").read_text())
+    del settings["precision"]
+    (tmp_path / "series.json").write_text(json.dumps(settings))
+    record = json.loads(outs[5].with_suffix(".json").read_text())
+    del record["parameters"]["precision"]
+    outs[5].with_suffix(".json").write_text(json.dumps(record))
+    calls = _spy(monkeypatch)
+    reports = run_series(archive, TILE, START, END, method, tmp_path,
+                         _options(quicklooks=False))
+    assert calls == []
+    assert [r.status for r in reports] == ["complete"] * 6
+
 
 def test_a_failed_date_is_recorded_and_the_series_goes_on(
         archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

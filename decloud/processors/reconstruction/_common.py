@@ -1,12 +1,85 @@
-"""Helpers the reconstruction kernels share: exact box sums, values, regression."""
+"""Helpers the reconstruction kernels share: checks, box sums, values, regression.
+
+And the linear interpolation in time: :mod:`.linear`'s kernel and the fallback of
+:mod:`.wlr` and :mod:`.patchgroup`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from decloud.processors.gapfill import usable
+from decloud.errors import ArgumentError
+from decloud.processors.gapfill import fill_gaps, usable
 
-__all__ = ["box_sum", "observed", "slope"]
+__all__ = ["box_sum", "check_series", "fill_missing", "linear", "observed", "slope"]
+
+
+def check_series(series: np.ndarray, masks: np.ndarray, times: np.ndarray, target: int, *,
+                 floating: bool = False) -> None:
+    """Refuse a series, masks, times or target index that do not fit together.
+
+    Args:
+        series: ``(T, H, W, C)`` int16 (reflectance x 10000, nodata -10000), or float
+            reflectance (NaN nodata) when ``floating``.
+        masks: ``(T, H, W)`` integer :class:`~decloud.constants.MaskClass` layers.
+        times: ``(T,)`` days.
+        target: Index of the target in the series.
+        floating: Whether float reflectance is accepted too.
+
+    Raises:
+        ArgumentError: Naming the field that does not fit.
+    """
+    dtype_ok = series.dtype == np.int16 or (floating and np.issubdtype(series.dtype,
+                                                                       np.floating))
+    if series.ndim != 4 or not dtype_ok:
+        kinds = "int16 (reflectance x 10000)" + (" or float reflectance" if floating else "")
+        raise ArgumentError(f"series must be (T, H, W, C) {kinds}, got {series.dtype} "
+                            f"{series.shape}", field="series")
+    if masks.shape != series.shape[:3] or not np.issubdtype(masks.dtype, np.integer):
+        raise ArgumentError(f"masks must be (T, H, W) = {series.shape[:3]} integer mask "
+                            f"classes, got {masks.dtype} {masks.shape}", field="masks")
+    if times.shape != (series.shape[0],):
+        raise ArgumentError(f"times must be ({series.shape[0]},) days, got shape "
+                            f"{times.shape}", field="times")
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) \
+            or not 0 <= target < series.shape[0]:
+        raise ArgumentError(f"target index {target!r} is not one of the {series.shape[0]} "
+                            "dates", field="target")
+
+
+def linear(series: np.ndarray, masks: np.ndarray, times: Sequence[float] | np.ndarray,
+           when: float, buffer: int, max_days: float | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel linear interpolation in time at ``when`` days (:func:`fill_gaps`).
+
+    The one interpolation of the package's series methods: :mod:`.linear`'s kernel,
+    and the fallback of :mod:`.wlr`, :mod:`.patchgroup` and of a block without the
+    target (:class:`~.series.SeriesMethod`).
+
+    Returns:
+        ``(H, W, C)`` float32 reflectance x 10000 and ``(H, W)`` days, NaN where nothing.
+    """
+    filled = fill_gaps(series, masks, np.asarray(times, dtype=np.float64), float(when),
+                       buffer=buffer, max_days=max_days)
+    return filled.reflectance[0], filled.days[0]
+
+
+def fill_missing(out: np.ndarray, days: np.ndarray, series: np.ndarray, masks: np.ndarray,
+                 times: np.ndarray, target: int, buffer: int) -> int:
+    """Fill the NaN pixels of ``out`` (and ``days``) in place by :func:`linear`.
+
+    Returns:
+        How many pixels the interpolation filled (it may have nothing to say on some).
+    """
+    missing = np.isnan(days)
+    if not missing.any():
+        return 0
+    reflectance, near = linear(series, masks, times, float(times[target]), buffer)
+    out[missing] = reflectance[missing]
+    days[missing] = near[missing]
+    return int(np.count_nonzero(missing & np.isfinite(days)))
 
 
 def box_sum(values: np.ndarray, radius: int) -> np.ndarray:

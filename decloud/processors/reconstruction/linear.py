@@ -3,7 +3,8 @@
 Per pixel, the target's own observation where it is usable, else the linear
 interpolation between the nearest usable observations before and after the target
 (one side only: that observation; neither: NaN). It is the gap-filling kernel
-(:func:`decloud.processors.gapfill.fill_gaps`) evaluated at the target's own time,
+(:func:`decloud.processors.gapfill.fill_gaps`) evaluated at the target's own time
+(:func:`._common.linear`, also the fallback of :mod:`.wlr` and :mod:`.patchgroup`),
 wrapped as a :class:`~.series.SeriesMethod` so that it runs, is described and is
 benchmarked exactly as :mod:`.wlr` and :mod:`.patchgroup` are.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from decloud.errors import ArgumentError
-from decloud.processors.gapfill import fill_gaps
+from decloud.processors.reconstruction._common import check_series, linear
 from decloud.processors.reconstruction.series import SeriesMethod
 
 __all__ = ["LinearMethod", "interpolate"]
@@ -41,15 +42,13 @@ def interpolate(series: np.ndarray, masks: np.ndarray, times: Sequence[float] | 
         usable observation.
 
     Raises:
-        ArgumentError: A target index out of range, or what :func:`fill_gaps` refuses.
+        ArgumentError: Shapes or dtypes that do not fit (:func:`._common.check_series`),
+            a target index out of range, a negative buffer or ``max_days``.
     """
+    series, masks = np.asarray(series), np.asarray(masks)
     times = np.asarray(times, dtype=np.float64)
-    if not 0 <= target < len(times):
-        raise ArgumentError(f"target index {target} is not one of the {len(times)} dates",
-                            field="target")
-    filled = fill_gaps(series, masks, times, float(times[target]), buffer=buffer,
-                       max_days=max_days)
-    return filled.reflectance[0], filled.days[0]
+    check_series(series, masks, times, target, floating=True)
+    return linear(series, masks, times, float(times[target]), buffer, max_days)
 
 
 class LinearMethod(SeriesMethod):

@@ -68,8 +68,8 @@ import numpy as np
 
 from decloud.errors import ArgumentError
 from decloud.processors.gapfill import usable
+from decloud.processors.reconstruction._common import check_series, fill_missing
 from decloud.processors.reconstruction.series import SeriesMethod
-from decloud.processors.reconstruction.wlr import _check, _fill_linear
 
 __all__ = ["PatchGroupMethod", "patchgroup", "rank_group"]
 
@@ -253,7 +253,7 @@ def patchgroup(series: np.ndarray, masks: np.ndarray, times: Sequence[float] | n
     """
     series, masks = np.asarray(series), np.asarray(masks)
     times = np.asarray(times, dtype=np.float64)
-    _check(series, masks, times, target)
+    check_series(series, masks, times, target)
     _check_parameters(patch, context, group, thresholds, consistency, min_pixels)
     step = patch // 2
     cc = context // step
@@ -301,7 +301,7 @@ def patchgroup(series: np.ndarray, masks: np.ndarray, times: Sequence[float] | n
         out[gained] = result[core][gained]
         days[gained] = result_days[core][gained]
     if fallback:
-        _fill_linear(out, days, series, masks, times, target, buffer)
+        fill_missing(out, days, series, masks, times, target, buffer)
     return out, days
 
 

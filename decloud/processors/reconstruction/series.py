@@ -5,7 +5,10 @@ of a method that reconstructs one *target* acquisition of a series from the othe
 (:mod:`.linear`, :mod:`.wlr`, :mod:`.patchgroup`). It reads, for each acquisition ``a``,
 ``s2_<a>`` (the output bands), ``s2_mask_<a>`` and ``dt_<a>`` (days from the reference
 acquisition; NaN: no product, the acquisition is left out of that block), and calls the
-subclass's numpy kernel :meth:`SeriesMethod.reconstruct` on each block of a batch.
+subclass's numpy kernel :meth:`SeriesMethod.reconstruct` on each block of a batch. A
+block without a product for the target takes the linear interpolation in time only when
+the method's ``fallback`` allows it (else NaN); :meth:`SeriesMethod.report` counts those
+pixels, and the engine's record keeps the count in its ``extra``.
 
 Every kernel follows the same conventions: the series is ``(T, H, W, C)`` int16
 (decloud's encoding, reflectance x 10000, nodata -10000); where the target itself is
@@ -22,6 +25,7 @@ of a series made of the tile's dates within ``window_days`` of it.
 from __future__ import annotations
 
 import math
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +76,10 @@ class SeriesMethod(ABC):
     kind: ClassVar[str] = ""
     #: The per-pixel extras of every result: the temporal distance to the sources.
     extras: tuple[str, ...] = ("days",)
+    #: Whether what the method cannot predict (blocks without a target product
+    #: included) takes the linear interpolation in time; NaN otherwise. The linear
+    #: method is that interpolation.
+    fallback: bool = True
 
     def __init__(self, acquisitions: Sequence[str], target: str | float, *,
                  bands: Sequence[str] = tuple(S2_10M_BANDS), buffer: int = 0,
@@ -113,6 +121,9 @@ class SeriesMethod(ABC):
                      InputKey.of(make_key(KeyKind.S2_MASK, acq)),
                      InputKey.of(make_key(KeyKind.DT, acq))]
         self.input_keys: tuple[KeyRequest, ...] = tuple(keys)
+        #: Pixels filled by the fallback where the target has no product (:meth:`report`).
+        self.fallback_pixels = 0
+        self._lock = threading.Lock()
 
     @classmethod
     def from_dates(cls, dates: Sequence[datetime], target: int,
@@ -156,7 +167,7 @@ class SeriesMethod(ABC):
         # Imported here: decloud.inference's package imports the engine, which a numpy
         # kernel does not need.
         from decloud.inference.method import BlockResult
-        from decloud.processors.gapfill import fill_gaps
+        from decloud.processors.reconstruction._common import linear
 
         first = inputs[make_key(KeyKind.S2, self.acquisitions[0])]
         batch, height, width = first.shape[:3]
@@ -178,11 +189,22 @@ class SeriesMethod(ABC):
                 reflectance[b], days[b] = self.reconstruct(series, masks, times, target)
                 continue
             when = self._target_time()
-            if when is not None:
-                # The target has no product: only the interpolation can say something.
-                filled = fill_gaps(series, masks, times, when, buffer=self.buffer)
-                reflectance[b], days[b] = filled.reflectance[0], filled.days[0]
+            if when is not None and self.fallback:
+                # The target has no product: only the interpolation can say something;
+                # counted, so that the record does not credit the method with it.
+                reflectance[b], days[b] = linear(series, masks, times, when, self.buffer)
+                if self.kind != "linear":
+                    with self._lock:
+                        self.fallback_pixels += int(np.count_nonzero(np.isfinite(days[b])))
         return BlockResult(reflectance, {"days": days})
+
+    def report(self) -> dict[str, Any]:
+        """What the runs of this method did, JSON-ready (the engine's record ``extra``).
+
+        ``fallback_pixels``: pixels of the padded blocks without a target product that
+        the linear interpolation filled (:attr:`fallback`), not the method itself.
+        """
+        return {"fallback_pixels": self.fallback_pixels}
 
     def _target_index(self, acquisitions: Sequence[str], times: np.ndarray) -> int | None:
         """Index of the target among a block's acquisitions (None: no product there)."""

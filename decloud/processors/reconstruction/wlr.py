@@ -45,8 +45,13 @@ from typing import Any
 import numpy as np
 
 from decloud.errors import ArgumentError
-from decloud.processors.gapfill import fill_gaps
-from decloud.processors.reconstruction._common import box_sum, observed, slope
+from decloud.processors.reconstruction._common import (
+    box_sum,
+    check_series,
+    fill_missing,
+    observed,
+    slope,
+)
 from decloud.processors.reconstruction.series import SeriesMethod
 
 __all__ = ["WLRMethod", "local_scores", "wlr"]
@@ -189,7 +194,7 @@ def wlr(series: np.ndarray, masks: np.ndarray, times: Sequence[float] | np.ndarr
     """
     series, masks = np.asarray(series), np.asarray(masks)
     times = np.asarray(times, dtype=np.float64)
-    _check(series, masks, times, target)
+    check_series(series, masks, times, target)
     _check_parameters(radius, step, widen, classes, min_similar, references)
     ok, values = observed(series, masks, buffer)
     height, width, channels = series.shape[1:]
@@ -226,18 +231,8 @@ def wlr(series: np.ndarray, masks: np.ndarray, times: Sequence[float] | np.ndarr
                         days[rows[done], cols[done]] = abs(times[ref] - times[target])
                         todo[done] = False
     if fallback:
-        _fill_linear(out, days, series, masks, times, target, buffer)
+        fill_missing(out, days, series, masks, times, target, buffer)
     return out, days
-
-
-def _fill_linear(out: np.ndarray, days: np.ndarray, series: np.ndarray, masks: np.ndarray,
-                 times: np.ndarray, target: int, buffer: int) -> None:
-    """Fill the NaN pixels of ``out`` (and ``days``) by linear interpolation in time."""
-    missing = np.isnan(days)
-    if missing.any():
-        filled = fill_gaps(series, masks, times, float(times[target]), buffer=buffer)
-        out[missing] = filled.reflectance[0][missing]
-        days[missing] = filled.days[0][missing]
 
 
 def _check_parameters(radius: int, step: int, widen: int, classes: int, min_similar: int,
@@ -248,20 +243,6 @@ def _check_parameters(radius: int, step: int, widen: int, classes: int, min_simi
         if value < 1:
             raise ArgumentError(f"{field} {value} must be >= {1 if field != 'widen' else 0}",
                                 field=field)
-
-
-def _check(series: np.ndarray, masks: np.ndarray, times: np.ndarray, target: int) -> None:
-    if series.ndim != 4 or series.dtype != np.int16:
-        raise ArgumentError(f"series must be (T, H, W, C) int16 (reflectance x 10000), got "
-                            f"{series.dtype} {series.shape}", field="series")
-    if masks.shape != series.shape[:3]:
-        raise ArgumentError(f"masks must be (T, H, W) = {series.shape[:3]}, got "
-                            f"{masks.shape}", field="masks")
-    if times.shape != (series.shape[0],):
-        raise ArgumentError(f"{times.size} times for {series.shape[0]} images", field="times")
-    if not 0 <= target < series.shape[0]:
-        raise ArgumentError(f"target index {target} is not one of the {series.shape[0]} "
-                            "dates", field="target")
 
 
 class WLRMethod(SeriesMethod):

@@ -75,3 +75,27 @@ def test_bad_arguments() -> None:
         LinearMethod(["d0"], "d0", max_days=-1)
     with pytest.raises(ArgumentError, match="bands"):
         LinearMethod(["d0"], "d0", bands=("B05",))
+
+
+@pytest.mark.parametrize(("series", "masks", "times", "target", "field"), [
+    (SERIES.astype(np.int32), MASKS, TIMES, 1, "series"),  # neither int16 nor float
+    (SERIES[:, 0], MASKS, TIMES, 1, "series"),  # (T, W, C): no row axis
+    (SERIES, MASKS.astype(np.float32), TIMES, 1, "masks"),  # float mask classes
+    (SERIES, MASKS[:2], TIMES, 1, "masks"),
+    (SERIES, MASKS, np.array(TIMES)[:, None], 1, "times"),  # (T, 1): not (T,)
+    (SERIES, MASKS, TIMES, 1.0, "target"),  # an index must be an integer
+])
+def test_interpolate_refuses_bad_shapes_and_dtypes(series: np.ndarray, masks: np.ndarray,
+                                                   times: object, target: object,
+                                                   field: str) -> None:
+    with pytest.raises(ArgumentError) as caught:
+        interpolate(series, masks, times, target)  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+def test_interpolate_accepts_float_reflectance() -> None:
+    floating = np.where(SERIES == -10000, np.nan, SERIES / 10000.0).astype(np.float32)
+    got, days = interpolate(floating, MASKS, TIMES, 1)
+    expected, expected_days = interpolate(SERIES, MASKS, TIMES, 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_array_equal(days, expected_days)

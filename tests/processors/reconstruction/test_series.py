@@ -111,6 +111,8 @@ def test_engine_blocks_equal_the_whole_image(stack_archive: Archive, tmp_path: P
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["method"]["method"] == kind
     assert Path(record["outputs"]["days"]).is_file()
+    # Every block has the target's product: no pixel is the fallback's.
+    assert record["extra"]["fallback_pixels"] == 0
 
 
 @pytest.mark.slow
@@ -200,3 +202,35 @@ def test_a_target_given_in_days_is_the_acquisition_at_that_time(
     assert np.isfinite(between.reflectance).all()
     with pytest.raises(ArgumentError, match="target"):
         WLRMethod(acquisitions, float("nan"))
+
+
+@pytest.mark.parametrize("kind", ["wlr", "patchgroup"])
+def test_without_a_target_product_the_fallback_is_optional_and_counted(kind: str) -> None:
+    from decloud.processors.reconstruction._common import linear
+    from decloud.processors.reconstruction.series import method_class
+
+    rng = np.random.default_rng(5)
+    series = rng.integers(100, 3000, (3, 16, 16, 4)).astype(np.int16)
+    masks = np.zeros(series.shape[:3], dtype=np.uint8)
+    masks[2, :4] = MaskClass.CLOUD
+    inputs: dict[str, np.ndarray] = {}
+    for i, day in enumerate((0.0, 10.0, 25.0)):
+        inputs[f"s2_d{i}"] = series[i][None]
+        inputs[f"s2_mask_d{i}"] = masks[i][None, ..., None]
+        inputs[f"dt_d{i}"] = np.array([[day]], dtype=np.float32)
+    inputs["dt_d1"][0, 0] = np.nan  # the block has no product for the target d1
+    options: dict[str, Any] = {"patch": 8} if kind == "patchgroup" else {}
+    dates = [datetime(2021, 3, 2, tzinfo=UTC) + timedelta(days=d) for d in (0, 10, 25)]
+    strict = method_class(kind).from_dates(dates, 1, fallback=False, **options)
+    result = strict(inputs)
+    # No fallback: nothing is said, nothing is credited to the method.
+    assert np.isnan(result.reflectance).all() and np.isnan(result.extras["days"]).all()
+    assert strict.report() == {"fallback_pixels": 0}
+    lenient = method_class(kind).from_dates(dates, 1, **options)
+    result = lenient(inputs)
+    expected, days = linear(series[[0, 2]], masks[[0, 2]], [0.0, 25.0], 10.0, 0)
+    np.testing.assert_array_equal(result.reflectance[0], expected)
+    np.testing.assert_array_equal(result.extras["days"][0], days)
+    # Every pixel has a clear day 0: the fallback filled them all, and says so.
+    assert lenient.report() == {"fallback_pixels": 16 * 16}
+    assert lenient.describe()["fallback"] is True
