@@ -315,8 +315,8 @@ class _Reader:
                     or not Grid.from_dataset(src).is_aligned_with(target)):
                 return None
         shape = (len(files), target.height, target.width)
-        fits = dest is not None and dest.shape == shape and dest.dtype == np.int16
-        out = dest if fits else np.empty(shape, np.int16)
+        out: np.ndarray = (dest if dest is not None and dest.shape == shape
+                           and dest.dtype == np.int16 else np.empty(shape, np.int16))
         for i, (bf, src) in enumerate(zip(files, sources, strict=True)):
             # As a mask: the integers as stored, S2_NODATA outside the source.
             read_on_grid(src, grid, window, indexes=(bf.index,), kind=RasterKind.MASK,
@@ -348,14 +348,16 @@ class _Reader:
             np.copyto(layer, layer.dtype.type(MaskClass.NODATA), where=nodata)
         return layer[None]
 
-    def read_s1(self, key: KeyRequest, factor: int) -> np.ndarray:
+    def read_s1(self, key: KeyRequest, factor: int,
+                dest: np.ndarray | None = None) -> np.ndarray:
         product = self.acquisition(key).s1
         if product is None:
             raise InputError(f"acquisition {key.acquisition!r} has no S1 image",
                              field=key.name)
         grid, window = self.at(factor, key.name)
         linear = product.read(S1_POLARISATIONS, grid, window, pool=self.pool, unit="linear")
-        return encode_s1(linear)
+        fits = dest is not None and dest.shape == linear.shape and dest.dtype == np.uint16
+        return encode_s1(linear, out=dest if fits else None)
 
     def read_dem(self, key: KeyRequest, factor: int) -> np.ndarray:
         dem = self.products.dem
@@ -429,16 +431,17 @@ def read_inputs(
             result[key.name] = _into(reader.read_dt(key), dest, key.name)
             continue
         factor = _factor(key.resolution, grid, key.name)
-        if kind in (KeyKind.S2, KeyKind.S2_20M):
+        if kind in (KeyKind.S2, KeyKind.S2_20M, KeyKind.S1):
+            # Read (stored S2 integers) or encoded (S1) straight into dest where it
+            # fits: no copy below.
             view = None if dest is None else np.moveaxis(dest, -1, 0)
-            data = reader.read_bands(key, factor, view)
-            if view is not None and data is view:  # read in place
+            data = (reader.read_s1(key, factor, view) if kind is KeyKind.S1
+                    else reader.read_bands(key, factor, view))
+            if dest is not None and data is view:
                 result[key.name] = dest
                 continue
         elif kind is KeyKind.S2_MASK:
             data = reader.read_mask(key, factor)
-        elif kind is KeyKind.S1:
-            data = reader.read_s1(key, factor)
         else:
             data = reader.read_dem(key, factor)
         result[key.name] = _into(_channels_last(data), dest, key.name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from decloud.constants import S1_LN_MAX, S1_LN_MIN, S1_NODATA
+from decloud.errors import ArgumentError
 
 __all__ = [
     "PREPARED_ENCODING_TAG",
@@ -45,9 +46,21 @@ def db_to_linear(db: np.ndarray) -> np.ndarray:
     return np.power(np.float32(10.0), np.asarray(db, dtype=np.float32) / np.float32(10.0))
 
 
-def encode_prepared(sigma0: np.ndarray) -> np.ndarray:
-    """Encode linear sigma0 (NaN or <= 0 = nodata) as prepared uint16."""
+def encode_prepared(sigma0: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Encode linear sigma0 (NaN or <= 0 = nodata) as prepared uint16.
+
+    Args:
+        sigma0: Linear backscatter.
+        out: A uint16 array of ``sigma0``'s shape (any strides) to write the result
+            into and return instead of a new one.
+
+    Raises:
+        ArgumentError: ``out`` has another shape or dtype.
+    """
     sigma0 = np.asarray(sigma0, dtype=np.float32)
+    if out is not None and (out.shape != sigma0.shape or out.dtype != np.uint16):
+        raise ArgumentError(f"out is {out.dtype} {out.shape}, the encoding needs uint16 "
+                            f"{sigma0.shape}", field="out")
     # Every pixel goes through the same float32 passes in place, nodata ones included
     # (their log is NaN or -inf, set to DN 0 before the cast): no boolean gathers and
     # scatters, and the valid pixels get the values of the formula above bit for bit.
@@ -60,7 +73,14 @@ def encode_prepared(sigma0: np.ndarray) -> np.ndarray:
     np.rint(dn, out=dn)
     dn += 1  # exact: DN - 1 is a whole number up to 65534, well within float32's 2**24
     np.copyto(dn, S1_NODATA, where=~(sigma0 > 0))
-    return dn.astype(np.uint16)
+    if out is None:
+        return dn.astype(np.uint16)
+    # Whole numbers 0..65535: the cast is exact. Band by band: into a channels-last
+    # array, numpy's copy of the whole would run along the short channel axis.
+    for band, values in zip(out.reshape(-1, *out.shape[-2:]), dn.reshape(-1, *dn.shape[-2:]),
+                            strict=True) if out.ndim >= 2 else [(out, dn)]:
+        np.copyto(band, values, casting="unsafe")
+    return out
 
 
 def decode_prepared(dn: np.ndarray) -> np.ndarray:

@@ -408,3 +408,50 @@ def test_stored_encoding_read_straight_equals_the_float_path(
         np.testing.assert_array_equal(straight[key.name], float_path[key.name], key.name)
     s2 = straight["s2_t"]
     assert (s2 == S2_NODATA).any() and (s2 == S2_NODATA + 1).any() and (s2 == 32767).any()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_out_arrays_get_the_same_values(case: str) -> None:
+    """Reading into slices of a channels-last batch (as the dataset writer does) gives
+    the values of a plain read, in those very arrays, edge windows included."""
+    keys, products, grid = CASES[case]()
+    with RasterPool() as pool:
+        for window in (Window(10, 20, 40, 30), Window(grid.width - 16, -8, 32, 32)):
+            plain = read_inputs(keys, products, grid, window, dem_policy="partial", pool=pool)
+            # Batches of two samples, filled with garbage: every pixel must be written.
+            batches = {k: np.full((2, *a.shape), 7, a.dtype) for k, a in plain.items()}
+            dests = {k: b[1] for k, b in batches.items()}
+            got = read_inputs(keys, products, grid, window, dem_policy="partial", pool=pool,
+                              out=dests)
+            for key in keys:
+                assert got[key.name] is dests[key.name], key.name
+                np.testing.assert_array_equal(batches[key.name][1], plain[key.name],
+                                              err_msg=key.name)
+                assert (batches[key.name][0] == 7).all(), key.name
+    # The in-place S2 read is exercised (THEIA stores the s2 encoding) and sees nodata.
+    if case == "theia_dem":
+        assert (plain["s2_t"] == S2_NODATA).any() and (plain["s2_t"] != S2_NODATA).any()
+
+
+def test_out_array_of_another_shape_is_refused() -> None:
+    keys, products, grid = _theia_case()
+    window = Window(0, 0, 16, 16)
+    for key in ("s2_t", "s2_mask_t", "dem"):
+        plain = read_inputs(keys, products, grid, window, dem_policy="partial")[key]
+        wrong = np.zeros((plain.shape[0] + 2, *plain.shape[1:]), plain.dtype)
+        with pytest.raises(InputError, match="out array"):
+            read_inputs(keys, products, grid, window, dem_policy="partial", out={key: wrong})
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 6, 8, 12])
+def test_any_band_equal_in_both_layouts(channels: int) -> None:
+    from decloud.inputs import _any_band_equal
+
+    rng = np.random.default_rng(channels)
+    batch = rng.integers(-3, 3, (2, 9, 11, channels), dtype=np.int16)
+    strided = np.moveaxis(batch[1], -1, 0)  # a channels-last sample, seen (C, H, W)
+    expected = np.zeros((9, 11), bool)
+    for c in range(channels):  # brute force
+        expected |= batch[1, :, :, c] == -3
+    np.testing.assert_array_equal(_any_band_equal(strided, -3), expected)
+    np.testing.assert_array_equal(_any_band_equal(np.ascontiguousarray(strided), -3), expected)
