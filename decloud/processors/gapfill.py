@@ -69,6 +69,8 @@ __all__ = [
     "GapFillOptions",
     "TargetResult",
     "dilate_disk",
+    "block_series",
+    "empty_outputs",
     "fill_gaps",
     "gapfill_tile",
     "output_path",
@@ -397,6 +399,41 @@ def _gather(series: np.ndarray, index: np.ndarray, scale: np.float32) -> np.ndar
 
 #: The bands gap-filling reconstructs by default (the 10 m bands of ``s2_<acq>`` keys).
 DEFAULT_BANDS: tuple[str, ...] = tuple(S2_10M_BANDS)
+
+def empty_outputs(inputs: Mapping[str, np.ndarray], acquisitions: Sequence[str],
+                  bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """NaN reflectance ``(B, H, W, bands)`` and days ``(B, H, W)`` for a batch of blocks."""
+    first = inputs[make_key(KeyKind.S2, acquisitions[0])]
+    batch, height, width = first.shape[:3]
+    return (np.full((batch, height, width, bands), np.nan, dtype=np.float32),
+            np.full((batch, height, width), np.nan, dtype=np.float32))
+
+
+def block_series(inputs: Mapping[str, np.ndarray], acquisitions: Sequence[str], b: int
+                 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None:
+    """Block ``b`` of a batch as a series of the acquisitions it has a product for.
+
+    Args:
+        inputs: Key -> ``(B, H, W, C)`` encoded arrays; ``dt_<acq>`` ``(B, 1)`` day
+            offsets, NaN where the acquisition has no product for the block.
+        acquisitions: The method's acquisition names, in time order.
+        b: The block's index in the batch.
+
+    Returns:
+        The acquisitions present, their ``(T, H, W, C)`` reflectance, ``(T, H, W)``
+        masks and ``(T,)`` day offsets (float64); None when no acquisition is present.
+    """
+    offsets = [float(np.asarray(inputs[make_key(KeyKind.DT, a)])[b].ravel()[0])
+               for a in acquisitions]
+    present = [i for i, d in enumerate(offsets) if math.isfinite(d)]
+    if not present:
+        return None
+    acqs = [acquisitions[i] for i in present]
+    series = np.stack([inputs[make_key(KeyKind.S2, a)][b] for a in acqs])
+    masks = np.stack([inputs[make_key(KeyKind.S2_MASK, a)][b, ..., 0] for a in acqs])
+    return acqs, series, masks, np.array([offsets[i] for i in present], dtype=np.float64)
+
+
 class GapFillMethod:
     """Gap-filling as a block method of the engine (:class:`~decloud.inference.method.BlockMethod`).
 
@@ -476,22 +513,14 @@ class GapFillMethod:
         # Imported here: the engine's method module imports Keras, gap-filling needs none.
         from decloud.inference.method import BlockResult
 
-        first = inputs[make_key(KeyKind.S2, self.acquisitions[0])]
-        batch, height, width = first.shape[:3]
-        reflectance = np.full((batch, height, width, len(self.output_bands)), np.nan,
-                              dtype=np.float32)
-        days = np.full((batch, height, width), np.nan, dtype=np.float32)
-        for b in range(batch):
-            offsets = [float(np.asarray(inputs[make_key(KeyKind.DT, a)])[b].ravel()[0])
-                       for a in self.acquisitions]
-            present = [i for i, d in enumerate(offsets) if math.isfinite(d)]
-            if not present:
+        reflectance, days = empty_outputs(inputs, self.acquisitions, len(self.output_bands))
+        for b in range(len(reflectance)):
+            block = block_series(inputs, self.acquisitions, b)
+            if block is None:
                 continue
-            acqs = [self.acquisitions[i] for i in present]
-            series = np.stack([inputs[make_key(KeyKind.S2, a)][b] for a in acqs])
-            masks = np.stack([inputs[make_key(KeyKind.S2_MASK, a)][b, ..., 0] for a in acqs])
-            filled = fill_gaps(series, masks, [offsets[i] for i in present], self.target,
-                             buffer=self.buffer, max_days=self.max_days)
+            _, series, masks, times = block
+            filled = fill_gaps(series, masks, list(times), self.target,
+                               buffer=self.buffer, max_days=self.max_days)
             reflectance[b], days[b] = filled.reflectance[0], filled.days[0]
         return BlockResult(reflectance, {"days": days})
 

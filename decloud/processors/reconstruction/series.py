@@ -167,23 +167,15 @@ class SeriesMethod(ABC):
         # Imported here: decloud.inference's package imports the engine, which a numpy
         # kernel does not need.
         from decloud.inference.method import BlockResult
+        from decloud.processors.gapfill import block_series, empty_outputs
         from decloud.processors.reconstruction._common import linear
 
-        first = inputs[make_key(KeyKind.S2, self.acquisitions[0])]
-        batch, height, width = first.shape[:3]
-        reflectance = np.full((batch, height, width, len(self.output_bands)), np.nan,
-                              dtype=np.float32)
-        days = np.full((batch, height, width), np.nan, dtype=np.float32)
-        for b in range(batch):
-            offsets = [float(np.asarray(inputs[make_key(KeyKind.DT, a)])[b].ravel()[0])
-                       for a in self.acquisitions]
-            present = [i for i, d in enumerate(offsets) if math.isfinite(d)]
-            if not present:
+        reflectance, days = empty_outputs(inputs, self.acquisitions, len(self.output_bands))
+        for b in range(len(reflectance)):
+            block = block_series(inputs, self.acquisitions, b)
+            if block is None:
                 continue
-            acqs = [self.acquisitions[i] for i in present]
-            series = np.stack([inputs[make_key(KeyKind.S2, a)][b] for a in acqs])
-            masks = np.stack([inputs[make_key(KeyKind.S2_MASK, a)][b, ..., 0] for a in acqs])
-            times = np.array([offsets[i] for i in present], dtype=np.float64)
+            acqs, series, masks, times = block
             target = self._target_index(acqs, times)
             if target is not None:
                 reflectance[b], days[b] = self.reconstruct(series, masks, times, target)
