@@ -73,6 +73,7 @@ from decloud.grid import Grid
 from decloud.inference.composite import CompositeOptions
 from decloud.inputs import AcquisitionProducts, InputKey, InputProducts, KeyRequest, read_inputs
 from decloud.keys import KeyKind, check_acquisition, decode_s2, make_key
+from decloud.processors.gapfill import series_keys
 from decloud.products import S2Product
 from decloud.writers import atomic_file
 
@@ -604,12 +605,8 @@ class NearestMethod:
         self.buffer = int(buffer)
         self.margin = self.buffer
         self.output_bands: tuple[str, ...] = tuple(bands)
-        keys: list[KeyRequest] = []
-        for acq in self.acquisitions:
-            keys += [InputKey.of(make_key(KeyKind.S2, acq), bands=self.output_bands),
-                     InputKey.of(make_key(KeyKind.S2_MASK, acq)),
-                     InputKey.of(make_key(KeyKind.DT, acq))]
-        self.input_keys: tuple[KeyRequest, ...] = tuple(keys)
+        self.input_keys: tuple[KeyRequest, ...] = series_keys(self.acquisitions,
+                                                              self.output_bands)
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Any:
         """Pick each pixel's nearest usable observation (inputs: key -> ``(B, H, W, C)``)."""

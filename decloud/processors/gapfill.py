@@ -74,6 +74,7 @@ __all__ = [
     "fill_gaps",
     "gapfill_tile",
     "output_path",
+    "series_keys",
     "time_grid",
     "usable",
 ]
@@ -400,6 +401,17 @@ def _gather(series: np.ndarray, index: np.ndarray, scale: np.float32) -> np.ndar
 #: The bands gap-filling reconstructs by default (the 10 m bands of ``s2_<acq>`` keys).
 DEFAULT_BANDS: tuple[str, ...] = tuple(S2_10M_BANDS)
 
+def series_keys(acquisitions: Sequence[str], bands: Sequence[str]
+                ) -> tuple[KeyRequest, ...]:
+    """The ``s2_``, ``s2_mask_`` and ``dt_`` keys of each acquisition of a series method."""
+    keys: list[KeyRequest] = []
+    for acq in acquisitions:
+        keys += [InputKey.of(make_key(KeyKind.S2, acq), bands=tuple(bands)),
+                 InputKey.of(make_key(KeyKind.S2_MASK, acq)),
+                 InputKey.of(make_key(KeyKind.DT, acq))]
+    return tuple(keys)
+
+
 def empty_outputs(inputs: Mapping[str, np.ndarray], acquisitions: Sequence[str],
                   bands: int) -> tuple[np.ndarray, np.ndarray]:
     """NaN reflectance ``(B, H, W, bands)`` and days ``(B, H, W)`` for a batch of blocks."""
@@ -485,12 +497,8 @@ class GapFillMethod:
         self.max_days = max_days
         self.output_bands: tuple[str, ...] = tuple(bands)
         self.margin = self.buffer
-        keys: list[KeyRequest] = []
-        for acq in self.acquisitions:
-            keys += [InputKey.of(make_key(KeyKind.S2, acq), bands=self.output_bands),
-                     InputKey.of(make_key(KeyKind.S2_MASK, acq)),
-                     InputKey.of(make_key(KeyKind.DT, acq))]
-        self.input_keys: tuple[KeyRequest, ...] = tuple(keys)
+        self.input_keys: tuple[KeyRequest, ...] = series_keys(self.acquisitions,
+                                                              self.output_bands)
 
     @classmethod
     def from_dates(cls, dates: Sequence[datetime], target: datetime,

@@ -36,8 +36,9 @@ import numpy as np
 
 from decloud.constants import S2_10M_BANDS
 from decloud.errors import ArgumentError
-from decloud.inputs import AcquisitionProducts, InputKey, InputProducts, KeyRequest
-from decloud.keys import KeyKind, check_acquisition, day_offset, make_key
+from decloud.inputs import AcquisitionProducts, InputProducts, KeyRequest
+from decloud.keys import check_acquisition, day_offset
+from decloud.processors.gapfill import series_keys
 
 if TYPE_CHECKING:
     from decloud.archive import Archive
@@ -115,12 +116,8 @@ class SeriesMethod(ABC):
         self.output_bands: tuple[str, ...] = tuple(bands)
         self.margin = self.buffer
         self.size_multiple = 1
-        keys: list[KeyRequest] = []
-        for acq in self.acquisitions:
-            keys += [InputKey.of(make_key(KeyKind.S2, acq), bands=self.output_bands),
-                     InputKey.of(make_key(KeyKind.S2_MASK, acq)),
-                     InputKey.of(make_key(KeyKind.DT, acq))]
-        self.input_keys: tuple[KeyRequest, ...] = tuple(keys)
+        self.input_keys: tuple[KeyRequest, ...] = series_keys(self.acquisitions,
+                                                              self.output_bands)
         #: Pixels filled by the fallback where the target has no product (:meth:`report`).
         self.fallback_pixels = 0
         self._lock = threading.Lock()
